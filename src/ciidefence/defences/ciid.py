@@ -1,0 +1,219 @@
+"""CIIDefence: class-specific image inpainting fused with wavelet denoising.
+
+A. Gupta and E. Rahtu, "CIIDefence: Defeating Adversarial Attacks by Fusing
+Class-Specific Image Inpainting and Image Denoising", ICCV 2019.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..denoising import THRESHOLDS, wavelet_denoise
+from ..errors import ConfigError
+from ..fusion import FUSIONS, fuse
+from ..inpainting import INPAINTERS, inpaint
+from ..models.base import Classifier
+from ..regions.cam import ClassEvidence, class_activation_maps
+from ..regions.selection import boxes_to_mask, peaks_to_boxes, select_peaks
+from ..validation import check_images
+
+
+@dataclass(frozen=True)
+class CIIDefenceConfig:
+    """Every parameter of CIIDefence, immutable.
+
+    Attributes
+    ----------
+    top_k : int
+        Top-ranking classes whose CAMs select regions (paper: "multiple").
+    peaks : int
+        Local maxima taken per CAM (``p``).
+    half_width : int
+        Boxes are ``2 w + 1`` pixels square in the classifier's input pixels (``w``).
+    inpainter : str
+        One of ``"telea"``, ``"navier-stokes"``, ``"biharmonic"``, ``"learned"``.
+    inpaint_radius : float
+        Neighbourhood radius of the OpenCV inpainters, in image pixels.
+    inpainter_model : str, optional
+        TorchScript file of the learned inpainter.
+    sigma : float
+        Noise level assumed by the wavelet shrinkage, for images in [0, 1].
+    wavelet : str
+        PyWavelets wavelet name.
+    wavelet_levels : int, optional
+        Decomposition levels; None for scikit-image's default.
+    threshold : str
+        ``"bayes"`` (BayesShrink) or ``"visu"`` (VisuShrink).
+    fusion : str
+        ``"mask"``: inpainted inside the boxes, denoised elsewhere (the paper's);
+        ``"denoise-after"``: denoise the inpainted image as a whole.
+    """
+
+    top_k: int = 3
+    peaks: int = 2
+    half_width: int = 8
+    inpainter: str = "telea"
+    inpaint_radius: float = 3.0
+    inpainter_model: str | None = None
+    sigma: float = 0.04
+    wavelet: str = "db1"
+    wavelet_levels: int | None = None
+    threshold: str = "bayes"
+    fusion: str = "mask"
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "peaks", "half_width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "half_width" else 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.inpainter not in INPAINTERS:
+            raise ConfigError(f"unknown inpainter {self.inpainter!r}; choose one of: {', '.join(INPAINTERS)}")
+        if self.inpainter == "learned" and not self.inpainter_model:
+            raise ConfigError("inpainter 'learned' needs inpainter_model, a TorchScript file")
+        if self.threshold not in THRESHOLDS:
+            raise ConfigError(f"unknown threshold {self.threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}; choose one of: {', '.join(FUSIONS)}")
+        if not self.sigma >= 0:
+            raise ConfigError(f"sigma must be non-negative, got {self.sigma}")
+        if not self.inpaint_radius > 0:
+            raise ConfigError(f"inpaint_radius must be positive, got {self.inpaint_radius}")
+        import pywt
+
+        if self.wavelet not in pywt.wavelist(kind="discrete"):
+            raise ConfigError(f"unknown wavelet {self.wavelet!r}; e.g. db1, db2, sym4, coif1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash identifying this configuration in result tables."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Purification:
+    """Every intermediate of one purification, for inspection and figures.
+
+    Attributes
+    ----------
+    output : torch.Tensor
+        ``(B, 3, H, W)`` purified images.
+    inpainted, denoised : torch.Tensor
+        ``(B, 3, H, W)`` the two branches before fusion.
+    mask : torch.Tensor
+        ``(B, H, W)`` bool, the inpainted region.
+    boxes : torch.Tensor
+        ``(B, k * p, 4)`` float ``(y0, x0, y1, x1)`` boxes in image pixels.
+    box_valid : torch.Tensor
+        ``(B, k * p)`` bool, False for boxes of maps with too few peaks.
+    evidence : ClassEvidence
+        Classes, probabilities and CAMs of the input.
+    """
+
+    output: torch.Tensor
+    inpainted: torch.Tensor
+    denoised: torch.Tensor
+    mask: torch.Tensor
+    boxes: torch.Tensor
+    box_valid: torch.Tensor
+    evidence: ClassEvidence
+
+
+def select_regions(
+    classifier: Classifier, evidence: ClassEvidence, height: int, width: int, config: CIIDefenceConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes around the CAM peaks and their union mask at the image's size.
+
+    Returns
+    -------
+    mask : torch.Tensor
+        ``(B, H, W)`` bool.
+    boxes : torch.Tensor
+        ``(B, k * p, 4)`` in image pixels.
+    valid : torch.Tensor
+        ``(B, k * p)`` bool.
+    """
+    peaks, valid = select_peaks(evidence.cams, config.peaks, 2 * config.half_width + 1)
+    scale, top, left = classifier.view_geometry(height, width)
+    boxes = peaks_to_boxes(peaks, config.half_width, scale, top, left).flatten(1, 2)
+    valid = valid.flatten(1)
+    return boxes_to_mask(boxes, valid, height, width), boxes, valid
+
+
+def purify(
+    images: torch.Tensor, classifier: Classifier, config: CIIDefenceConfig | None = None
+) -> Purification:
+    """Purify images with CIIDefence, keeping every intermediate.
+
+    1. rank the classes and take the CAMs of the top ``k``;
+    2. select ``p`` peaks per CAM and the union of their boxes;
+    3. inpaint the boxes and wavelet-denoise the image;
+    4. fuse the two.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(B, 3, H, W)`` in [0, 1], at the images' own resolution.
+    classifier : Classifier
+        The classifier to protect; its CAMs choose the regions.
+    config : CIIDefenceConfig, optional
+        Defaults to ``CIIDefenceConfig()``.
+
+    Returns
+    -------
+    Purification
+        ``output`` has the input's shape.
+    """
+    config = config or CIIDefenceConfig()
+    check_images(images)
+    height, width = images.shape[-2:]
+    with torch.no_grad():
+        evidence = class_activation_maps(classifier, images, config.top_k)
+        mask, boxes, valid = select_regions(classifier, evidence, height, width, config)
+        inpainted = inpaint(
+            images, mask, config.inpainter, config.inpaint_radius, config.inpainter_model
+        )
+
+        def denoise(x: torch.Tensor) -> torch.Tensor:
+            return wavelet_denoise(x, config.sigma, config.wavelet, config.wavelet_levels, config.threshold)
+
+        if config.fusion == "mask":
+            denoised = denoise(images)
+            output = fuse(inpainted, denoised, mask)
+        else:
+            denoised = denoise(inpainted)
+            output = denoised
+    return Purification(output, inpainted, denoised, mask, boxes, valid, evidence)
+
+
+class CIIDefence(nn.Module):
+    """CIIDefence as a preprocessing module: ``images -> purified images``.
+
+    Parameters
+    ----------
+    classifier : Classifier
+        The classifier whose CAMs choose the regions to inpaint.
+    config : CIIDefenceConfig, optional
+
+    Notes
+    -----
+    The map is not differentiable (inpainting, thresholds, peak selection);
+    its output carries no gradient.
+    """
+
+    def __init__(self, classifier: Classifier, config: CIIDefenceConfig | None = None) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.config = config or CIIDefenceConfig()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] to purified images of the same shape."""
+        return purify(images, self.classifier, self.config).output

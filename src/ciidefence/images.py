@@ -1,0 +1,117 @@
+"""Reading and writing image files as float tensors in [0, 1].
+
+Any format Pillow reads is accepted (JPEG, PNG, WebP, BMP, TIFF, ...). Every
+image becomes RGB: grayscale and palette images are expanded, CMYK and other
+colour spaces converted, transparent images composited onto white, 16-bit
+images scaled by 1/65535 rather than clipped, and the EXIF orientation tag is
+applied so that the pixels are the way up a viewer shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest image accepted by default (width x height), about 8200 x 6100."""
+
+MIN_IMAGE_SIDE = 8
+"""Smallest accepted width and height in pixels."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Read an image file as an RGB float tensor.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file.
+    max_pixels : int
+        Images with more pixels than this are refused after reading the header
+        only, before any pixel data is decoded.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(3, H, W)``, dtype float32, values in [0, 1].
+
+    Raises
+    ------
+    ImageError
+        If the file is missing, empty, not an image, truncated or corrupt,
+        smaller than ``MIN_IMAGE_SIDE`` on a side, or larger than ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{path}: {width}x{height} image has {width * height:,} pixels, "
+                    f"more than the limit of {max_pixels:,}"
+                )
+            if min(width, height) < MIN_IMAGE_SIDE:
+                raise ImageError(
+                    f"{path}: {width}x{height} image is too small "
+                    f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels needed)"
+                )
+            image.load()
+            array = _to_rgb_array(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: corrupt or truncated image ({error})") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a decoded Pillow image to a float32 ``(H, W, 3)`` array in [0, 1]."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(gray).all() or gray.min() < 0.0 or gray.max() > 1.0:
+            raise ValueError("floating-point image with values outside [0, 1]")
+        return np.repeat(gray[..., None], 3, axis=2)
+    has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write a ``(3, H, W)`` tensor in [0, 1] as an 8-bit image (format from the suffix)."""
+    array = image.detach().to("cpu", torch.float32).clamp(0, 1).permute(1, 2, 0).numpy()
+    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(path)
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand folders into the image files they hold (sorted); keep files as given."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        else:
+            found.append(path)
+    return found

@@ -1,0 +1,121 @@
+"""Choosing the boxes to inpaint: local maxima of the CAMs, suppressed, as boxes.
+
+Peaks are found on the CAMs at the classifier's input size ``S``; box sizes
+``2w + 1`` are in those input pixels, so a box covers the same share of the
+image whatever its resolution. :func:`boxes_to_mask` maps boxes back to the
+image's own pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+def select_peaks(
+    maps: torch.Tensor, num_peaks: int, min_distance: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``num_peaks`` highest local maxima of each map, greedily suppressed.
+
+    A local maximum is a pixel with a positive value no smaller than any of its
+    8 neighbours. Peaks are taken highest first; after each, every candidate
+    within Chebyshev distance ``min_distance - 1`` of it is discarded, so any
+    two returned peaks of a map differ by at least ``min_distance`` in row or
+    column.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(B, M, H, W)`` float maps, e.g. one CAM per class.
+    num_peaks : int
+        Peaks wanted per map, at least 1.
+    min_distance : int
+        At least 1.
+
+    Returns
+    -------
+    peaks : torch.Tensor
+        ``(B, M, num_peaks, 2)`` long (row, column) coordinates.
+    valid : torch.Tensor
+        ``(B, M, num_peaks)`` bool; False where a map has fewer peaks (its
+        coordinates are then 0 and meaningless).
+    """
+    if num_peaks < 1 or min_distance < 1:
+        raise ConfigError("num_peaks and min_distance must be at least 1")
+    batch, count, height, width = maps.shape
+    is_peak = (maps == F.max_pool2d(maps, 3, stride=1, padding=1)) & (maps > 0)
+    candidates = torch.where(is_peak, maps, -math.inf).flatten(2)
+    rows = torch.arange(height, device=maps.device).repeat_interleave(width)
+    cols = torch.arange(width, device=maps.device).repeat(height)
+    peaks, valid = [], []
+    for _ in range(num_peaks):
+        value, index = candidates.max(dim=2)
+        row, col = rows[index], cols[index]
+        peaks.append(torch.stack((row, col), dim=-1))
+        valid.append(value > -math.inf)
+        near = ((rows - row[..., None]).abs() < min_distance) & (
+            (cols - col[..., None]).abs() < min_distance
+        )
+        candidates = candidates.masked_fill(near, -math.inf)
+    peaks_t = torch.stack(peaks, dim=2)
+    valid_t = torch.stack(valid, dim=2)
+    return peaks_t * valid_t[..., None], valid_t
+
+
+def peaks_to_boxes(
+    peaks: torch.Tensor, half_width: int, scale: float = 1.0, top: int = 0, left: int = 0
+) -> torch.Tensor:
+    """Square ``(2w + 1)``-pixel boxes around peaks, mapped to image coordinates.
+
+    Parameters
+    ----------
+    peaks : torch.Tensor
+        ``(..., 2)`` (row, column) in the classifier's input pixels.
+    half_width : int
+        ``w``; the box spans ``[c - w, c + w]`` input pixels.
+    scale, top, left
+        The view geometry (:meth:`Classifier.view_geometry`): an image pixel
+        ``y`` maps to input pixel ``y * scale - top``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., 4)`` float boxes ``(y0, x0, y1, x1)`` in image pixels, half-open,
+        not yet clipped to the image.
+    """
+    centre = peaks.to(torch.float64)
+    offset = torch.tensor([top, left], dtype=torch.float64, device=peaks.device)
+    start = (centre - half_width + offset) / scale
+    stop = (centre + half_width + 1 + offset) / scale
+    return torch.cat((start, stop), dim=-1)
+
+
+def boxes_to_mask(boxes: torch.Tensor, valid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The union of boxes as a boolean mask, clipped to the image.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(B, N, 4)`` float ``(y0, x0, y1, x1)`` half-open boxes in image pixels.
+        A pixel is inside when its centre is.
+    valid : torch.Tensor
+        ``(B, N)`` bool; invalid boxes are ignored.
+    height, width : int
+        Image size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, height, width)`` bool.
+    """
+    device = boxes.device
+    ys = torch.arange(height, device=device, dtype=torch.float64) + 0.5
+    xs = torch.arange(width, device=device, dtype=torch.float64) + 0.5
+    in_rows = (ys >= boxes[..., 0:1]) & (ys < boxes[..., 2:3]) & valid[..., None]
+    in_cols = (xs >= boxes[..., 1:2]) & (xs < boxes[..., 3:4])
+    overlap = torch.bmm(in_rows.transpose(1, 2).float(), in_cols.float())
+    return overlap > 0

@@ -1,0 +1,66 @@
+"""Checks of tensor arguments shared by every stage of the pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+
+def check_images(images: object, name: str = "images", min_size: int = 2) -> torch.Tensor:
+    """Check that ``images`` is a batch of RGB images in [0, 1].
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Expected shape ``(B, 3, H, W)``, floating point, finite, values in [0, 1].
+    name : str
+        Name used in error messages.
+    min_size : int
+        Smallest accepted height and width.
+
+    Returns
+    -------
+    torch.Tensor
+        ``images`` itself, unchanged.
+
+    Raises
+    ------
+    InputError
+        If any of the conditions above does not hold.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if min(images.shape[-2:]) < min_size:
+        raise InputError(
+            f"{name} must be at least {min_size}x{min_size} pixels, got "
+            f"{images.shape[-1]}x{images.shape[-2]}"
+        )
+    if not images.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor in [0, 1], got {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise InputError(f"{name} contains NaN or Inf values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"{name} must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
+    return images
+
+
+def check_masks(masks: object, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
+    """Check that ``masks`` is a boolean ``(B, H, W)`` mask matching ``images``.
+
+    Raises
+    ------
+    InputError
+        If the type, dtype or shape is wrong.
+    """
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
+        raise InputError(f"{name} must be a boolean torch.Tensor")
+    expected = (images.shape[0], *images.shape[-2:])
+    if tuple(masks.shape) != expected:
+        raise InputError(f"{name} must have shape {expected}, got {tuple(masks.shape)}")
+    return masks
