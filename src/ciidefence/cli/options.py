@@ -1,0 +1,77 @@
+"""Command-line options shared by several commands, each defined once."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import click
+
+from ..defences import CIIDefenceConfig
+from ..denoising import THRESHOLDS
+from ..fusion import FUSIONS
+from ..images import DEFAULT_MAX_PIXELS
+from ..inpainting import INPAINTERS
+from ..models import DEFAULT_MODEL, MODEL_NAMES
+
+_DEFAULTS = CIIDefenceConfig()
+
+_DEFENCE_OPTIONS = [
+    click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
+                 help="Top-ranking classes whose CAMs choose the regions."),
+    click.option("--peaks", type=click.IntRange(1), default=_DEFAULTS.peaks, show_default=True,
+                 help="Local maxima taken per CAM."),
+    click.option("--half-width", type=click.IntRange(0), default=_DEFAULTS.half_width, show_default=True,
+                 help="Boxes are 2w+1 classifier-input pixels square."),
+    click.option("--inpainter", type=click.Choice(INPAINTERS), default=_DEFAULTS.inpainter, show_default=True),
+    click.option("--inpaint-radius", type=click.FloatRange(min=0, min_open=True),
+                 default=_DEFAULTS.inpaint_radius, show_default=True,
+                 help="Neighbourhood radius of the OpenCV inpainters (pixels)."),
+    click.option("--inpainter-model", type=click.Path(dir_okay=False), default=None,
+                 help="TorchScript file for --inpainter learned: model(image, mask) -> image."),
+    click.option("--sigma", type=click.FloatRange(min=0), default=_DEFAULTS.sigma, show_default=True,
+                 help="Noise level of the wavelet shrinkage (images in [0, 1])."),
+    click.option("--wavelet", default=_DEFAULTS.wavelet, show_default=True, help="PyWavelets wavelet name."),
+    click.option("--wavelet-levels", type=click.IntRange(1), default=None,
+                 help="Wavelet decomposition levels [default: scikit-image's]."),
+    click.option("--threshold", type=click.Choice(THRESHOLDS), default=_DEFAULTS.threshold, show_default=True,
+                 help="BayesShrink or VisuShrink thresholds."),
+    click.option("--fusion", type=click.Choice(FUSIONS), default=_DEFAULTS.fusion, show_default=True,
+                 help="mask: inpainted in the boxes, denoised elsewhere; denoise-after: denoise the inpainted image."),
+]
+
+_FIELD_NAMES = [field.name for field in dataclasses.fields(CIIDefenceConfig)]
+
+
+def defence_options(command):
+    """Add every CIIDefence parameter as an option; the command gets ``config``."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {name: kwargs.pop(name) for name in _FIELD_NAMES}
+        return command(config=CIIDefenceConfig(**values), **kwargs)
+
+    for option in reversed(_DEFENCE_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_COMMON_OPTIONS = [
+    click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
+                 help="Classifier to protect."),
+    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                 help="State dict (.pt/.pth via weights_only, or .safetensors) for --model."),
+    click.option("--random-weights", is_flag=True, hidden=True,
+                 help="Use random weights (for tests of the plumbing)."),
+    click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random generator."),
+    click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                 help="Refuse images with more pixels than this."),
+]
+
+
+def common_options(command):
+    """Add the model, device, seed and image-size options."""
+    for option in reversed(_COMMON_OPTIONS):
+        command = option(command)
+    return command
