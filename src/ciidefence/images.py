@@ -10,6 +10,7 @@ applied so that the pixels are the way up a viewer shows them.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,10 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
@@ -73,7 +77,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             array = _to_rgb_array(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{path}: refused by Pillow's decompression-bomb limit ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: corrupt or truncated image ({error})") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

@@ -6,6 +6,9 @@ import torch
 
 from .errors import InputError
 
+RANGE_TOLERANCE = 1e-5
+"""Values this far outside [0, 1] are accepted: float rounding in attacks produces them."""
+
 
 def check_images(images: object, name: str = "images", min_size: int = 2) -> torch.Tensor:
     """Check that ``images`` is a batch of RGB images in [0, 1].
@@ -13,7 +16,8 @@ def check_images(images: object, name: str = "images", min_size: int = 2) -> tor
     Parameters
     ----------
     images : torch.Tensor
-        Expected shape ``(B, 3, H, W)``, floating point, finite, values in [0, 1].
+        Expected shape ``(B, 3, H, W)``, floating point, finite, values in [0, 1]
+        (up to :data:`RANGE_TOLERANCE`).
     name : str
         Name used in error messages.
     min_size : int
@@ -42,10 +46,11 @@ def check_images(images: object, name: str = "images", min_size: int = 2) -> tor
         )
     if not images.is_floating_point():
         raise InputError(f"{name} must be a floating-point tensor in [0, 1], got {images.dtype}")
-    if not torch.isfinite(images).all():
+    values = images.detach()
+    if not torch.isfinite(values).all():
         raise InputError(f"{name} contains NaN or Inf values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < 0.0 or hi > 1.0:
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
         raise InputError(f"{name} must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
     return images
 

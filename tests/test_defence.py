@@ -1,0 +1,63 @@
+import dataclasses
+
+import pytest
+import torch
+
+from ciidefence import CIIDefence, CIIDefenceConfig, ConfigError, DefendedClassifier, load_image, purify
+
+
+def test_purification_keeps_the_image_size_and_the_pixels_outside_the_mask(classifier, photo):
+    result = purify(photo, classifier)
+    assert result.output.shape == photo.shape
+    assert result.mask.shape == (1, *photo.shape[-2:])
+    assert 0 < float(result.mask.float().mean()) < 0.2
+    inside = result.mask[:, None].expand_as(photo)
+    assert torch.equal(result.output[inside], result.inpainted[inside])
+    assert torch.equal(result.output[~inside], result.denoised[~inside])
+    assert not torch.equal(result.output, photo)
+
+
+def test_denoise_after_variant(classifier, photo):
+    config = CIIDefenceConfig(fusion="denoise-after")
+    result = purify(photo, classifier, config)
+    assert torch.equal(result.output, result.denoised)
+
+
+def test_batches_of_different_images(classifier, sample_paths):
+    images = torch.stack([load_image(p)[:, :200, :200] for p in sample_paths[:3]])
+    batched = purify(images, classifier).output
+    single = torch.cat([purify(x[None], classifier).output for x in images])
+    assert torch.allclose(batched, single, atol=1e-6)
+
+
+def test_same_input_gives_bit_identical_output(classifier, photo):
+    first = purify(photo, classifier).output
+    second = purify(photo.clone(), classifier).output
+    assert torch.equal(first, second)
+
+
+def test_defended_classifier_classifies_the_purified_image(classifier, photo):
+    defence = CIIDefence(classifier)
+    defended = DefendedClassifier(classifier, defence)
+    with torch.no_grad():
+        logits = defended(photo)
+        assert torch.equal(logits, classifier(defence(photo)))
+    assert logits.shape == (1, 1000)
+
+
+@pytest.mark.parametrize("changes", [
+    {"top_k": 0}, {"peaks": -1}, {"half_width": -2}, {"inpainter": "magic"}, {"threshold": "sure"},
+    {"fusion": "blend"}, {"sigma": -0.1}, {"wavelet": "nope"}, {"inpainter": "learned"},
+    {"inpaint_radius": 0},
+])
+def test_bad_config_values(changes):
+    with pytest.raises(ConfigError):
+        CIIDefenceConfig(**changes)
+
+
+def test_config_is_frozen_and_hashable():
+    config = CIIDefenceConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.top_k = 9
+    assert config.digest() == CIIDefenceConfig().digest()
+    assert config.digest() != CIIDefenceConfig(sigma=0.05).digest()

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from ciidefence import ConfigError
+from ciidefence.denoising import wavelet_denoise
+
+
+def psnr(a, b):
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+@pytest.mark.parametrize("threshold", ["bayes", "visu"])
+def test_denoising_raises_psnr_on_a_noisy_photo(photo, threshold):
+    clean = photo[..., :160, :160]
+    torch.manual_seed(0)
+    noisy = (clean + 0.08 * torch.randn_like(clean)).clamp(0, 1)
+    denoised = wavelet_denoise(noisy, sigma=0.08, threshold=threshold)
+    assert psnr(denoised, clean) > psnr(noisy, clean) + 3
+
+
+def test_near_identity_as_sigma_goes_to_zero(photo):
+    image = photo[..., :128, :128]
+    errors = [float((wavelet_denoise(image, sigma=s) - image).abs().max()) for s in (0.04, 0.01, 1e-4)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3
+
+
+def test_wavelet_and_levels_are_used(photo):
+    image = photo[..., :128, :128]
+    base = wavelet_denoise(image, sigma=0.05)
+    assert not torch.equal(base, wavelet_denoise(image, sigma=0.05, wavelet="db2"))
+    assert not torch.equal(base, wavelet_denoise(image, sigma=0.05, levels=1))
+    assert base.shape == image.shape
+
+
+def test_bad_parameters():
+    with pytest.raises(ConfigError):
+        wavelet_denoise(torch.rand(1, 3, 16, 16), threshold="sure")
+    with pytest.raises(ConfigError):
+        wavelet_denoise(torch.rand(1, 3, 16, 16), sigma=-1)
