@@ -9,10 +9,12 @@ import click
 
 from ..defences import CIIDefenceConfig
 from ..denoising import THRESHOLDS
+from ..errors import ConfigError
 from ..fusion import FUSIONS
 from ..images import DEFAULT_MAX_PIXELS
 from ..inpainting import INPAINTERS
 from ..models import DEFAULT_MODEL, MODEL_NAMES
+from .session import CommandFailed
 
 _DEFAULTS = CIIDefenceConfig()
 
@@ -49,7 +51,11 @@ def defence_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         values = {name: kwargs.pop(name) for name in _FIELD_NAMES}
-        return command(config=CIIDefenceConfig(**values), **kwargs)
+        try:
+            config = CIIDefenceConfig(**values)
+        except ConfigError as error:
+            raise CommandFailed(str(error), exit_code=2) from None
+        return command(config=config, **kwargs)
 
     for option in reversed(_DEFENCE_OPTIONS):
         wrapper = option(wrapper)

@@ -1,0 +1,82 @@
+"""The ciid command through a real subprocess, as a user runs it."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import BUNDLED_SAMPLE
+
+
+def ciid(*args, cwd=None):
+    command = [sys.executable, "-m", "ciidefence.cli.main", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result, exit_code, text):
+    assert result.returncode == exit_code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert text in result.stderr
+
+
+def test_classify_json_compares_defences_and_reports_accuracy(sample_paths):
+    result = ciid("classify", *sample_paths[:2], "--defence", "none,ciid", "--top", "3",
+                  "--labels", BUNDLED_SAMPLE / "labels.csv", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # stdout holds nothing but the JSON
+    assert document["model"] == "efficientnet_lite0"
+    assert document["defence_config"]["top_k"] >= 1
+    first = document["results"][0]
+    assert set(first["predictions"]) == {"none", "ciid"}
+    assert len(first["predictions"]["ciid"]) == 3
+    assert first["label"] == 0
+    assert document["accuracy"]["none"][1] == 2
+
+
+def test_classify_text_with_a_bad_file_among_good_ones(tmp_path, sample_paths):
+    (tmp_path / "broken.jpg").write_bytes(sample_paths[0].read_bytes()[:500])
+    result = ciid("classify", sample_paths[0], tmp_path / "broken.jpg", sample_paths[1], "--defence", "none")
+    assert_one_line_error(result, 1, "broken.jpg: corrupt or truncated")
+    assert len(result.stdout.strip().splitlines()) == 2  # both good images were classified
+    assert "1 of 3 images failed" in result.stderr
+
+
+def test_purify_writes_pngs_of_the_same_size(tmp_path, sample_paths):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in sample_paths[:2]:
+        shutil.copy(path, inputs / path.name)
+    result = ciid("purify", inputs, "--out", tmp_path / "out", "--top-k", "2", "--peaks", "1",
+                  "--half-width", "6", "--inpainter", "navier-stokes", "--sigma", "0.03")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    for path in sample_paths[:2]:
+        written = Image.open(tmp_path / "out" / f"{path.stem}.png")
+        assert written.size == Image.open(path).size
+    assert not list((tmp_path / "out").glob(".*partial*"))
+
+
+def test_explain_writes_a_figure(tmp_path, sample_paths):
+    result = ciid("explain", sample_paths[0], "--out", tmp_path / "fig.png", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    width, height = Image.open(tmp_path / "fig.png").size
+    assert width > 1000 and height > 500
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["classify", "MISSING.jpg"], 1, "MISSING.jpg: no such file"),
+    (["classify", "IMAGE", "--model", "alexnet"], 2, "alexnet"),
+    (["classify", "IMAGE", "--defence", "magic"], 2, "unknown defence magic"),
+    (["classify", "IMAGE", "--inpainter", "photoshop"], 2, "photoshop"),
+    (["classify", "IMAGE", "--wavelet", "nope"], 2, "unknown wavelet 'nope'"),
+    (["classify", "IMAGE", "--inpainter", "learned"], 2, "needs inpainter_model"),
+    (["classify", "IMAGE", "--model", "resnet50", "--checkpoint", "MISSING.pt"], 2, "no such checkpoint"),
+    (["classify", "IMAGE", "--max-pixels", "1000"], 1, "more than the limit"),
+    (["purify", "IMAGE"], 2, "--out"),
+])
+def test_bad_input_gives_one_line_and_non_zero_exit(args, code, text, sample_paths):
+    args = [str(sample_paths[0]) if a == "IMAGE" else a for a in args]
+    assert_one_line_error(ciid(*args), code, text)
