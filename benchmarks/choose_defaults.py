@@ -36,8 +36,22 @@ CANDIDATES = {
     "k3 p1 w8 db2 s.035": CIIDefenceConfig(top_k=3, peaks=1, half_width=8, wavelet="db2", sigma=0.035),
     "k5 p2 w12 db2": CIIDefenceConfig(top_k=5, peaks=2, half_width=12, wavelet="db2"),
     "k3 p2 w8 db4": CIIDefenceConfig(top_k=3, peaks=2, half_width=8, wavelet="db4"),
-    "denoise only s.04": CIIDefenceConfig(top_k=1, peaks=1, half_width=0, sigma=0.04),
+    "denoise + 1 px boxes s.04": CIIDefenceConfig(top_k=1, peaks=1, half_width=0, sigma=0.04),
 }
+
+
+def grid() -> dict[str, CIIDefenceConfig]:
+    """A small grid around the candidates: sigma x wavelet levels x wavelet x box layout."""
+    configs = {}
+    for sigma in (0.03, 0.04, 0.05, 0.06):
+        for levels in (None, 2):
+            for wavelet in ("db1", "db2"):
+                for k, p, w in ((3, 2, 8), (5, 2, 12)):
+                    name = f"k{k} p{p} w{w} {wavelet} L{levels or 'auto'} s{sigma}"
+                    configs[name] = CIIDefenceConfig(
+                        top_k=k, peaks=p, half_width=w, wavelet=wavelet, wavelet_levels=levels, sigma=sigma
+                    )
+    return configs
 
 
 def pgd(classifier, images, labels, eps):
@@ -74,8 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--eps", type=float, default=2 / 255)
-    parser.add_argument("--only", default=None, help="comma-separated candidate names")
+    parser.add_argument("--only", default=None, help="semicolon-separated candidate names")
     parser.add_argument("--native", action="store_true", help="purify at each image's own size")
+    parser.add_argument("--grid", action="store_true", help="score the grid instead of the candidates")
     args = parser.parse_args()
     torch.manual_seed(0)
     classifier = load_classifier()
@@ -90,9 +105,10 @@ def main() -> None:
     print(f"{len(images)} images, PGD-10 eps={args.eps * 255:.1f}/255 in {time.perf_counter() - started:.0f} s")
     print(f"{'undefended':24s} clean {top1(classifier, images, labels):6.1%}  "
           f"pgd {top1(classifier, adversarial, labels):6.1%}")
-    names = args.only.split(",") if args.only else CANDIDATES
+    candidates = grid() if args.grid else CANDIDATES
+    names = args.only.split(";") if args.only else candidates
     for name in names:
-        config = CANDIDATES[name]
+        config = candidates[name]
         started = time.perf_counter()
         clean = top1(classifier, images, labels, config)
         robust = top1(classifier, adversarial, labels, config)

@@ -6,9 +6,12 @@ Class-Specific Image Inpainting and Image Denoising", ICCV 2019.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +65,7 @@ class CIIDefenceConfig:
     inpaint_radius: float = 3.0
     inpainter_model: str | None = None
     sigma: float = 0.04
-    wavelet: str = "db1"
+    wavelet: str = "db2"
     wavelet_levels: int | None = None
     threshold: str = "bayes"
     fusion: str = "mask"
@@ -148,8 +151,19 @@ def select_regions(
     return boxes_to_mask(boxes, valid, height, width), boxes, valid
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+
+
 def purify(
-    images: torch.Tensor, classifier: Classifier, config: CIIDefenceConfig | None = None
+    images: torch.Tensor,
+    classifier: Classifier,
+    config: CIIDefenceConfig | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Purification:
     """Purify images with CIIDefence, keeping every intermediate.
 
@@ -166,6 +180,9 @@ def purify(
         The classifier to protect; its CAMs choose the regions.
     config : CIIDefenceConfig, optional
         Defaults to ``CIIDefenceConfig()``.
+    timings : dict, optional
+        If given, the seconds spent in each stage (``"cam"``, ``"regions"``,
+        ``"inpaint"``, ``"denoise"``, ``"fuse"``) are added to it.
 
     Returns
     -------
@@ -176,21 +193,21 @@ def purify(
     check_images(images)
     height, width = images.shape[-2:]
     with torch.no_grad():
-        evidence = class_activation_maps(classifier, images, config.top_k)
-        mask, boxes, valid = select_regions(classifier, evidence, height, width, config)
-        inpainted = inpaint(
-            images, mask, config.inpainter, config.inpaint_radius, config.inpainter_model
-        )
-
-        def denoise(x: torch.Tensor) -> torch.Tensor:
-            return wavelet_denoise(x, config.sigma, config.wavelet, config.wavelet_levels, config.threshold)
-
-        if config.fusion == "mask":
-            denoised = denoise(images)
-            output = fuse(inpainted, denoised, mask)
-        else:
-            denoised = denoise(inpainted)
-            output = denoised
+        with _timed(timings, "cam"):
+            evidence = class_activation_maps(classifier, images, config.top_k)
+        with _timed(timings, "regions"):
+            mask, boxes, valid = select_regions(classifier, evidence, height, width, config)
+        with _timed(timings, "inpaint"):
+            inpainted = inpaint(
+                images, mask, config.inpainter, config.inpaint_radius, config.inpainter_model
+            )
+        with _timed(timings, "denoise"):
+            denoised = wavelet_denoise(
+                images if config.fusion == "mask" else inpainted,
+                config.sigma, config.wavelet, config.wavelet_levels, config.threshold,
+            )
+        with _timed(timings, "fuse"):
+            output = fuse(inpainted, denoised, mask) if config.fusion == "mask" else denoised
     return Purification(output, inpainted, denoised, mask, boxes, valid, evidence)
 
 
