@@ -38,3 +38,26 @@ def test_bad_parameters():
         wavelet_denoise(torch.rand(1, 3, 16, 16), threshold="sure")
     with pytest.raises(ConfigError):
         wavelet_denoise(torch.rand(1, 3, 16, 16), sigma=-1)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"wavelet": "db2"}, {"threshold": "visu", "sigma": 0.02}, {"wavelet": "sym4", "levels": 2},
+])
+def test_torch_shrinkage_matches_scikit_image(photo, options):
+    from ciidefence.denoising import wavelet_denoise_torch
+
+    image = photo[..., :150, :170]
+    reference = wavelet_denoise(image, **options)
+    assert float((wavelet_denoise_torch(image, **options) - reference).abs().max()) < 1e-4
+
+
+def test_torch_shrinkage_is_differentiable_and_batched(photo):
+    from ciidefence.denoising import wavelet_denoise_torch
+
+    batch = torch.cat([photo[..., :96, :96], photo[..., -96:, -96:]]).requires_grad_(True)
+    output = wavelet_denoise_torch(batch, sigma=0.04)
+    output[0].sum().backward()
+    assert batch.grad[0].abs().sum() > 0
+    assert batch.grad[1].abs().sum() == 0  # images of a batch do not mix
+    single = wavelet_denoise_torch(batch[1:].detach(), sigma=0.04)
+    assert torch.allclose(output[1:], single, atol=1e-6)
