@@ -201,5 +201,10 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
     warn(f"wrote {out_path}")
 
 
+from .evaluate import evaluate, report  # noqa: E402
+
+main.add_command(evaluate)
+main.add_command(report)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,191 @@
+"""The attacks, all from the Adversarial Robustness Toolbox, with documented defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """How to build one attack, and what it costs.
+
+    Attributes
+    ----------
+    name : str
+        Name used on the command line and in results.
+    title : str
+        Human-readable name for tables.
+    norm : str
+        ``"inf"`` or ``"2"``: the norm its ``eps`` bounds (or minimises).
+    bounded : bool
+        True when the attack takes an ``eps`` budget; False for minimum-norm
+        attacks (DeepFool, Carlini-Wagner), run once, without ``eps``.
+    iterative : bool
+        More than one gradient step (for the sanity checks).
+    defaults : dict
+        Every tunable parameter and its default.
+    build : callable
+        ``build(estimator, eps, params, batch_size) -> ART attack``.
+    gradients : callable
+        ``gradients(params) -> float``: gradient evaluations per image, roughly,
+        for cost estimates.
+    """
+
+    name: str
+    title: str
+    norm: str
+    bounded: bool
+    iterative: bool
+    defaults: dict = field(default_factory=dict)
+    build: Callable = None
+    gradients: Callable = None
+
+
+def _fgsm(estimator, eps, p, batch):
+    from art.attacks.evasion import FastGradientMethod
+
+    return FastGradientMethod(estimator, norm="inf", eps=eps, eps_step=eps, batch_size=batch)
+
+
+def _bim(estimator, eps, p, batch):
+    from art.attacks.evasion import BasicIterativeMethod
+
+    return BasicIterativeMethod(
+        estimator, eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"], batch_size=batch, verbose=False
+    )
+
+
+def _pgd(norm):
+    def build(estimator, eps, p, batch):
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        return ProjectedGradientDescent(
+            estimator, norm=norm, eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"],
+            num_random_init=p["restarts"], batch_size=batch, verbose=False,
+        )
+
+    return build
+
+
+def _deepfool(estimator, eps, p, batch):
+    from art.attacks.evasion import DeepFool
+
+    return DeepFool(
+        estimator, max_iter=p["max_iter"], epsilon=p["overshoot"], nb_grads=p["nb_grads"], batch_size=batch,
+        verbose=False,
+    )
+
+
+def _cw(estimator, eps, p, batch):
+    from art.attacks.evasion import CarliniL2Method
+
+    return CarliniL2Method(
+        estimator, confidence=p["confidence"], learning_rate=p["learning_rate"],
+        binary_search_steps=p["binary_search_steps"], max_iter=p["max_iter"],
+        initial_const=p["initial_const"], batch_size=batch, verbose=False,
+    )
+
+
+def _apgd(loss_type):
+    def build(estimator, eps, p, batch):
+        from art.attacks.evasion import AutoProjectedGradientDescent
+
+        return AutoProjectedGradientDescent(
+            estimator, norm="inf", eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"],
+            nb_random_init=p["restarts"], batch_size=batch, loss_type=loss_type, verbose=False,
+        )
+
+    return build
+
+
+def _square(estimator, eps, p, batch):
+    from art.attacks.evasion import SquareAttack
+
+    return SquareAttack(
+        estimator, norm="inf", eps=eps, max_iter=p["max_iter"], p_init=p["p_init"], nb_restarts=p["restarts"],
+        batch_size=batch, verbose=False,
+    )
+
+
+_ITERATIVE = {"max_iter": 10, "step_ratio": 0.25}
+
+ATTACKS: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in (
+        AttackSpec("fgsm", "FGSM", "inf", True, False, {}, _fgsm, lambda p: 1),
+        AttackSpec("bim", "I-FGSM (BIM)", "inf", True, True, dict(_ITERATIVE), _bim, lambda p: p["max_iter"]),
+        AttackSpec("pgd", "PGD (L-inf)", "inf", True, True, {**_ITERATIVE, "restarts": 0}, _pgd("inf"),
+                   lambda p: p["max_iter"] * max(p["restarts"], 1)),
+        AttackSpec("pgd-l2", "PGD (L2)", "2", True, True, {**_ITERATIVE, "restarts": 0}, _pgd(2),
+                   lambda p: p["max_iter"] * max(p["restarts"], 1)),
+        AttackSpec("deepfool", "DeepFool", "2", False, True,
+                   {"max_iter": 20, "overshoot": 0.02, "nb_grads": 10}, _deepfool,
+                   lambda p: 3 * p["nb_grads"]),
+        AttackSpec("cw", "Carlini-Wagner L2", "2", False, True,
+                   {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5, "max_iter": 10,
+                    "initial_const": 0.01}, _cw,
+                   lambda p: 3 * p["binary_search_steps"] * p["max_iter"]),
+        AttackSpec("apgd-ce", "APGD-CE", "inf", True, True, {"max_iter": 20, "step_ratio": 2.0, "restarts": 1},
+                   _apgd("cross_entropy"), lambda p: p["max_iter"] * p["restarts"]),
+        AttackSpec("apgd-dlr", "APGD-DLR", "inf", True, True, {"max_iter": 20, "step_ratio": 2.0, "restarts": 1},
+                   _apgd("difference_logits_ratio"), lambda p: p["max_iter"] * p["restarts"]),
+        AttackSpec("square", "Square (score-based)", "inf", True, True,
+                   {"max_iter": 100, "p_init": 0.8, "restarts": 1}, _square,
+                   lambda p: p["max_iter"] * p["restarts"] / 3),
+    )
+}
+
+
+def attack_spec(name: str) -> AttackSpec:
+    """The spec of attack ``name``; :class:`ConfigError` for an unknown name."""
+    if name not in ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; choose from: {', '.join(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def attack_params(name: str, overrides: dict[str, str | float] | None = None) -> dict:
+    """The attack's parameters: its defaults with ``overrides`` applied and type-checked."""
+    params = dict(attack_spec(name).defaults)
+    for key, value in (overrides or {}).items():
+        if key not in params:
+            known = ", ".join(params) or "none"
+            raise ConfigError(f"attack {name} has no parameter {key!r} (parameters: {known})")
+        kind = type(params[key])
+        try:
+            params[key] = kind(value) if kind is not int else int(str(value), 10)
+        except ValueError:
+            raise ConfigError(f"{name}.{key} must be a {kind.__name__}, got {value!r}") from None
+    return params
+
+
+def parse_eps(text: str, upper: float = 1.0) -> float:
+    """``"8/255"``, ``"0.03"`` or ``"1e-2"`` as a float in (0, upper].
+
+    L-inf budgets lie in (0, 1] for images in [0, 1]; L2 budgets may exceed 1.
+
+    Raises
+    ------
+    ConfigError
+        If the text is not a number or a fraction, or lies outside (0, upper].
+    """
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"eps {text!r} is not a number or fraction like 8/255") from None
+    if not 0 < value <= upper:
+        raise ConfigError(f"eps {text!r} must lie in (0, {upper:g}]")
+    return value
+
+
+def format_eps(value: float | None) -> str:
+    """``8/255`` when ``value`` is a whole number of 1/255 steps, else the float; ``-`` for None."""
+    if value is None:
+        return "-"
+    if value == 1:
+        return "1"
+    steps = value * 255
+    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-9 else f"{value:g}"

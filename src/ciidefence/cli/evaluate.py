@@ -1,0 +1,154 @@
+"""``ciid evaluate`` and ``ciid report``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from ..attacks import ATTACKS, attack_spec, parse_eps
+from ..defences.bpda import APPROXIMATIONS
+from ..errors import ConfigError
+from ..evaluation import Evaluation, RunConfig, open_run, write_report
+from ..evaluation.plan import DEFENCES, THREATS
+from ..evaluation.runner import tqdm_progress
+from .options import defence_options
+from .session import CommandFailed, report_errors, resolve_device, seed_everything, warn
+
+DEFAULT_ATTACKS = "fgsm,bim,pgd"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        target, _, value = pair.partition("=")
+        attack, _, key = target.partition(".")
+        if not value or not key:
+            raise ConfigError(f"--attack-param {pair!r}: expected ATTACK.KEY=VALUE, e.g. pgd.max_iter=20")
+        attack_spec(attack)
+        overrides.setdefault(attack, {})[key] = value
+    return overrides
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Folder of images with labels.csv (file,class_index), or one subfolder per WordNet id.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Labels CSV [default: DATA/labels.csv].")
+@click.option("--model", default="efficientnet_lite0", show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
+@click.option("--random-weights", is_flag=True, hidden=True)
+@click.option("--defences", default="none,ciid", show_default=True, help=f"Any of: {', '.join(DEFENCES)}.")
+@click.option("--attacks", default=DEFAULT_ATTACKS, show_default=True, help=f"Any of: {', '.join(ATTACKS)}.")
+@click.option("--eps", "eps_text", default="2/255,4/255", show_default=True,
+              help="L-inf budgets for bounded attacks (fractions allowed).")
+@click.option("--eps-l2", "eps_l2_text", default="0.5,1", show_default=True, help="L2 budgets for pgd-l2.")
+@click.option("--threat", "threat_text", default="graybox", show_default=True, help="graybox, bpda or both.")
+@click.option("--bpda-approx", "approx_text", default=",".join(APPROXIMATIONS), show_default=True,
+              help="BPDA backward approximations.")
+@click.option("--eot", "eot_samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Gradient samples averaged per attack step (EOT), for random defences.")
+@click.option("--attack-param", "attack_param", multiple=True, metavar="ATTACK.KEY=VALUE",
+              help="Override an attack parameter, e.g. pgd.max_iter=20 (repeatable).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
+@click.option("--batch-size", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost, run nothing.")
+@click.option("--no-sanity", is_flag=True, help="Skip the sanity-check attacks on the undefended model.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@defence_options
+@report_errors
+def evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
+             approx_text, eot_samples, attack_param, limit, batch_size, run_dir, resume, dry_run, no_sanity, device,
+             seed, config) -> None:
+    """Attack, defend and score; write every image's outcome to RUN_DIR/results.sqlite.
+
+    Writes summary.md, summary.csv, summary.json and accuracy_vs_eps.png into
+    --out at the end; `ciid report` rebuilds them from the database.
+    """
+    run_config = RunConfig(
+        data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
+        model=model, checkpoint=checkpoint, random_weights=random_weights,
+        defences=_names(defences), ciid=config.to_dict(), attacks=_names(attacks),
+        attack_overrides=_attack_overrides(attack_param),
+        eps=tuple(parse_eps(e) for e in _names(eps_text)),
+        eps_l2=tuple(parse_eps(e, upper=float("inf")) for e in _names(eps_l2_text)),
+        threats=_names(threat_text), approximations=_names(approx_text), eot_samples=eot_samples,
+        limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity,
+    )
+    seed_everything(seed)
+    torch_device = resolve_device(device)
+    if dry_run:
+        _dry_run(run_config, torch_device)
+        return
+    store = open_run(run_dir, run_config, resume)
+    try:
+        evaluation = Evaluation(run_config, store, torch_device, progress=tqdm_progress)
+        evaluation.run()
+    finally:
+        store.close()
+    paths = write_report(run_dir)
+    click.echo(paths["summary.md"].read_text())
+    warn(f"results in {Path(run_dir) / 'results.sqlite'}; summary in {paths['summary.md']}")
+
+
+def _dry_run(config: RunConfig, device: torch.device) -> None:
+    """Print the experiments, their gradient evaluations, and a time estimate from a short measurement."""
+    from ..evaluation.runner import ResultStore
+
+    store = ResultStore(":memory:")
+    evaluation = Evaluation(config, store, device)
+    images = len(evaluation.images)
+    batch = evaluation.batches()[0]
+    views = evaluation._view(batch)
+    classifier = evaluation.classifier
+
+    def gradient() -> None:
+        leaf = views.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(classifier(leaf), torch.zeros(len(batch), dtype=torch.long)).backward()
+
+    def seconds_per_image(function) -> float:
+        function()  # warm-up: the first call sets up kernels
+        started = time.perf_counter()
+        function()
+        return (time.perf_counter() - started) / len(batch)
+
+    gradient_seconds = seconds_per_image(gradient)
+    defence_seconds = 0.0
+    if "ciid" in evaluation.defences:
+        defence_seconds = seconds_per_image(lambda: evaluation.defences["ciid"](views))
+    click.echo(f"plan: {images} images, model {classifier.name}, defences {', '.join(config.defences)}; "
+               f"measured {1000 * gradient_seconds:.0f} ms per gradient and {1000 * defence_seconds:.0f} ms per "
+               f"purification, per image")
+    total = 0.0
+    for experiment in evaluation.experiments:
+        if experiment.threat == "clean":
+            steps = 0.0
+        else:
+            spec = attack_spec(experiment.attack)
+            steps = spec.gradients(dict(experiment.params)) * config.eot_samples
+        per_step = gradient_seconds + (defence_seconds if experiment.approximation else 0.0)
+        scored = len(evaluation._scored_defences(experiment))
+        seconds = images * (steps * per_step + scored * defence_seconds)
+        total += seconds
+        click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  ~{seconds / 60:6.1f} min")
+    click.echo(f"estimated total: {total / 60:.1f} min (rough: attack costs vary with how fast images fall)")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@report_errors
+def report(run_dir) -> None:
+    """Rebuild RUN_DIR's summary tables and plot from its results.sqlite."""
+    if not (Path(run_dir) / "results.sqlite").is_file():
+        raise CommandFailed(f"{run_dir}: no results.sqlite here", exit_code=2)
+    paths = write_report(run_dir)
+    click.echo(paths["summary.md"].read_text())

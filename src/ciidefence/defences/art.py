@@ -1,0 +1,62 @@
+"""Defences as Adversarial Robustness Toolbox preprocessors.
+
+>>> from art.estimators.classification import PyTorchClassifier
+>>> from ciidefence.defences.art import ARTPreprocessor
+>>> estimator = PyTorchClassifier(
+...     classifier, loss=torch.nn.CrossEntropyLoss(), input_shape=(3, 224, 224), nb_classes=1000,
+...     clip_values=(0.0, 1.0), preprocessing_defences=[ARTPreprocessor(CIIDefence(classifier))],
+... )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+
+from .bpda import bpda_approximation
+
+
+class ARTPreprocessor(PreprocessorPyTorch):
+    """ART's preprocessor contract around any ``images -> images`` defence.
+
+    ``forward`` runs the real defence. ``estimate_forward`` is the
+    differentiable approximation that BPDA backpropagates through. When
+    ``forward`` is given an input that requires gradients, its output has the
+    real defence's values and the approximation's gradients (a
+    straight-through estimator), so BPDA also works when ART differentiates
+    the forward pass directly.
+
+    Parameters
+    ----------
+    defence : nn.Module
+        Maps ``(B, 3, H, W)`` in [0, 1] to images of the same shape.
+    approximation : str or callable
+        ``"identity"``, ``"differentiable"`` (see :mod:`ciidefence.defences.bpda`)
+        or a differentiable callable.
+    device_type : {"cpu", "gpu"}
+    """
+
+    def __init__(
+        self,
+        defence: torch.nn.Module,
+        approximation: str | Callable[[torch.Tensor], torch.Tensor] = "identity",
+        device_type: str = "cpu",
+    ) -> None:
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
+        self.defence = defence
+        self.approximation = (
+            bpda_approximation(defence, approximation) if isinstance(approximation, str) else approximation
+        )
+
+    def forward(self, x: torch.Tensor, y=None):
+        with torch.no_grad():
+            purified = self.defence(x.detach())
+        if x.requires_grad:
+            estimate = self.approximation(x)
+            purified = purified + (estimate - estimate.detach())  # exactly zero, but carries the gradient
+        return purified, y
+
+    def estimate_forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        return self.approximation(x)

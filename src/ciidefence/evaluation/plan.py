@@ -1,0 +1,133 @@
+"""What an evaluation run does: its configuration and the experiments it expands to."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from ..attacks import attack_params, attack_spec, format_eps
+from ..defences import CIIDefenceConfig
+from ..defences.bpda import APPROXIMATIONS
+from ..errors import ConfigError
+
+DEFENCES = ("none", "ciid")
+THREATS = ("graybox", "bpda")
+SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
+SANITY_EPS = 8 / 255
+UNBOUNDED_EPS = 1.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One attack setting: every selected image is attacked once under it.
+
+    ``threat`` is ``"clean"`` (no attack), ``"graybox"`` (the attacker attacks the
+    bare classifier; every defence is scored on the result) or
+    ``"bpda-<approximation>"`` (the attacker attacks ``defence`` itself, with
+    the real defence forward and the approximation backward).
+    """
+
+    attack: str
+    params: tuple = ()
+    eps: float | None = None
+    threat: str = "clean"
+    defence: str | None = None
+    purpose: str = "table"
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(dict(self.params), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def eps_label(self) -> str:
+        return format_eps(self.eps)
+
+    @property
+    def approximation(self) -> str | None:
+        return self.threat.split("-", 1)[1] if self.threat.startswith("bpda-") else None
+
+    def describe(self) -> str:
+        if self.threat == "clean":
+            return "clean"
+        parts = [self.attack, f"eps {self.eps_label}" if self.eps is not None else "unbounded", self.threat]
+        if self.defence:
+            parts.append(f"on {self.defence}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results; a resumed run must match it."""
+
+    data: str
+    labels: str | None
+    model: str
+    checkpoint: str | None
+    random_weights: bool
+    defences: tuple[str, ...]
+    ciid: dict
+    attacks: tuple[str, ...]
+    attack_overrides: dict = field(default_factory=dict)
+    eps: tuple[float, ...] = (2 / 255, 4 / 255)
+    eps_l2: tuple[float, ...] = (0.5, 1.0)
+    threats: tuple[str, ...] = ("graybox",)
+    approximations: tuple[str, ...] = APPROXIMATIONS
+    eot_samples: int = 1
+    limit: int | None = None
+    batch_size: int = 25
+    seed: int = 0
+    sanity: bool = True
+
+    def __post_init__(self) -> None:
+        for name in self.defences:
+            if name not in DEFENCES:
+                raise ConfigError(f"unknown defence {name!r}; choose from: {', '.join(DEFENCES)}")
+        for name in self.threats:
+            if name not in THREATS:
+                raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREATS)}")
+        for name in self.approximations:
+            if name not in APPROXIMATIONS:
+                raise ConfigError(f"unknown BPDA approximation {name!r}; choose from: {', '.join(APPROXIMATIONS)}")
+        for name in self.attacks:
+            attack_params(name, self.attack_overrides.get(name))
+        for name in self.attack_overrides:
+            if name not in self.attacks:
+                raise ConfigError(f"parameters given for {name!r}, which is not among --attacks")
+        if not self.defences or not self.attacks and not self.sanity:
+            raise ConfigError("nothing to evaluate: give at least one defence and one attack")
+        if self.batch_size < 1 or self.eot_samples < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("--batch-size, --eot and --limit must be positive")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @property
+    def ciid_config(self) -> CIIDefenceConfig:
+        return CIIDefenceConfig(**self.ciid)
+
+    def experiments(self) -> list[Experiment]:
+        """The experiments of this run, cheapest first."""
+        found = [Experiment("clean")]
+        for name in self.attacks:
+            spec = attack_spec(name)
+            params = tuple(sorted(attack_params(name, self.attack_overrides.get(name)).items()))
+            budgets = (self.eps if spec.norm == "inf" else self.eps_l2) if spec.bounded else (None,)
+            for eps in budgets:
+                if "graybox" in self.threats:
+                    found.append(Experiment(name, params, eps, "graybox"))
+                if "bpda" in self.threats:
+                    for defence in self.defences:
+                        if defence == "none":
+                            continue  # BPDA on the bare model is the gray-box attack
+                        for approximation in self.approximations:
+                            found.append(Experiment(name, params, eps, f"bpda-{approximation}", defence))
+        if self.sanity:
+            sanity = tuple(sorted(SANITY_PGD.items()))
+            found.append(Experiment("pgd", sanity, SANITY_EPS, "graybox", purpose="sanity"))
+            found.append(Experiment("pgd", sanity, UNBOUNDED_EPS, "graybox", purpose="sanity"))
+        unique = list(dict.fromkeys(found))
+        return sorted(unique, key=lambda e: (e.threat != "clean", e.purpose == "sanity", e.threat.startswith("bpda")))

@@ -1,0 +1,223 @@
+"""Running an evaluation: attack, defend, score, and write every image's outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..attacks import attack_spec
+from ..attacks.estimators import art_estimator
+from ..defences import CIIDefence
+from ..defences.art import ARTPreprocessor
+from ..errors import ConfigError
+from ..images import load_image
+from ..models import Classifier, load_classifier
+from .data import LabelledImage, load_dataset
+from .plan import Experiment, RunConfig
+from .store import ResultRow, ResultStore, canonical_json
+
+RESULTS_FILE = "results.sqlite"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Defence:
+    """A named defence: its module (None for no defence), config and hash."""
+
+    name: str
+    module: torch.nn.Module | None
+    config_json: str
+    digest: str
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.module is None:
+            return images
+        with torch.no_grad():
+            return self.module(images)
+
+
+def build_defences(classifier: Classifier, config: RunConfig) -> dict[str, Defence]:
+    defences = {}
+    for name in config.defences:
+        if name == "none":
+            defences[name] = Defence(name, None, "{}", "none")
+        else:
+            ciid = config.ciid_config
+            defences[name] = Defence(name, CIIDefence(classifier, ciid), canonical_json(ciid.to_dict()), ciid.digest())
+    return defences
+
+
+def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStore:
+    """Create a run folder, or reopen one to resume after checking its configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the folder already holds results and ``resume`` is False, or holds a
+        run of another configuration. Nothing is overwritten.
+    """
+    run_dir = Path(run_dir)
+    database = run_dir / RESULTS_FILE
+    if database.exists() and not resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and not database.exists():
+        raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(database)
+    stored = store.get_meta("config")
+    if stored is None:
+        store.set_meta("config", config.to_json())
+        (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
+    elif stored != config.to_json():
+        store.close()
+        raise ConfigError(
+            f"{run_dir} was made by a different configuration; resume it with the same options "
+            f"(see {run_dir / CONFIG_FILE}) or choose another --out"
+        )
+    return store
+
+
+def _seed_for(seed: int, *parts: object) -> int:
+    text = "|".join(map(str, (seed, *parts)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _seed_all(value: int) -> None:
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+class Evaluation:
+    """An evaluation run over one classifier, its defences and a set of experiments.
+
+    Parameters
+    ----------
+    config : RunConfig
+    store : ResultStore
+    device : torch.device
+    progress : callable, optional
+        ``progress(total_batches) -> bar`` with ``update(n)`` and ``set_postfix_str(text)``.
+    """
+
+    def __init__(self, config: RunConfig, store: ResultStore, device: torch.device, progress=None) -> None:
+        self.config = config
+        self.store = store
+        self.device = device
+        self.progress = progress
+        self.classifier = load_classifier(config.model, config.checkpoint, config.random_weights).to(device)
+        self.images = load_dataset(config.data, config.labels, num_classes=1000)[: config.limit]
+        self.defences = build_defences(self.classifier, config)
+        self.experiments = config.experiments()
+        self._views: dict[str, torch.Tensor] = {}
+        self._estimators: dict[tuple, object] = {}
+
+    def batches(self) -> list[list[LabelledImage]]:
+        size = self.config.batch_size
+        return [self.images[start : start + size] for start in range(0, len(self.images), size)]
+
+    def _view(self, batch: list[LabelledImage]) -> torch.Tensor:
+        """The classifier's ``S x S`` view of each image, cached."""
+        for item in batch:
+            if item.key not in self._views:
+                self._views[item.key] = self.classifier.prepare(load_image(item.path)[None])[0]
+        return torch.stack([self._views[item.key] for item in batch]).to(self.device)
+
+    def _estimator(self, experiment: Experiment):
+        key = (experiment.threat, experiment.defence)
+        if key not in self._estimators:
+            preprocessors = None
+            if experiment.approximation is not None:
+                defence = self.defences[experiment.defence].module
+                preprocessors = [ARTPreprocessor(defence, experiment.approximation,
+                                                 "gpu" if self.device.type == "cuda" else "cpu")]
+            self._estimators[key] = art_estimator(self.classifier, preprocessors, self.config.eot_samples)
+        return self._estimators[key]
+
+    def _attack(self, experiment: Experiment, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if experiment.threat == "clean":
+            return images
+        spec = attack_spec(experiment.attack)
+        attack = spec.build(self._estimator(experiment), experiment.eps, dict(experiment.params),
+                            self.config.batch_size)
+        adversarial = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
+        return torch.from_numpy(adversarial).to(self.device).clamp(0, 1)
+
+    def _predict(self, images: torch.Tensor, defence: Defence | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.classifier(images if defence is None else defence(images)).argmax(1).cpu()
+
+    def pending(self) -> list[tuple[Experiment, int, list[LabelledImage]]]:
+        """(experiment, batch index, batch) for every batch not yet written."""
+        work = []
+        for experiment in self.experiments:
+            done = [
+                self.store.done_images(self.classifier.name, defence.digest, experiment.attack,
+                                       experiment.params_json, experiment.eps_label, experiment.threat)
+                for defence in self._scored_defences(experiment)
+            ]
+            for index, batch in enumerate(self.batches()):
+                if any(item.key not in images for images in done for item in batch):
+                    work.append((experiment, index, batch))
+        return work
+
+    def _scored_defences(self, experiment: Experiment) -> list[Defence]:
+        if experiment.defence is not None:
+            return [self.defences[experiment.defence]]
+        return list(self.defences.values())
+
+    def run(self, on_batch: Callable[[Experiment], None] | None = None) -> None:
+        """Run every pending batch, writing each batch's rows in one transaction."""
+        work = self.pending()
+        bar = self.progress(len(work)) if self.progress else None
+        clean_cache: dict[tuple[str, str], int] = {}
+        for experiment, index, batch in work:
+            if bar is not None:
+                bar.set_postfix_str(experiment.describe())
+            started = time.perf_counter()
+            _seed_all(_seed_for(self.config.seed, experiment, index))
+            images = self._view(batch)
+            labels = torch.tensor([item.label for item in batch])
+            adversarial = self._attack(experiment, images, labels)
+            pred_clean = self._predict(images)
+            pred_adv = self._predict(adversarial)
+            difference = (adversarial - images).flatten(1).cpu()
+            l2, linf = difference.norm(dim=1), difference.abs().amax(dim=1)
+            scored = []
+            for defence in self._scored_defences(experiment):
+                keys = [(defence.name, item.key) for item in batch]
+                if any(key not in clean_cache for key in keys):
+                    clean_cache.update(zip(keys, self._predict(images, defence).tolist()))
+                defended_adv = pred_adv if defence.module is None else self._predict(adversarial, defence)
+                scored.append((defence, [clean_cache[key] for key in keys], defended_adv))
+            seconds = (time.perf_counter() - started) / len(batch)
+            self.store.write([
+                ResultRow(
+                    item.key, item.label, self.classifier.name, defence.name, defence.config_json,
+                    defence.digest, experiment.attack, experiment.params_json, experiment.eps,
+                    experiment.eps_label, experiment.threat, int(pred_clean[i]), clean_defended[i],
+                    int(pred_adv[i]), int(defended_adv[i]), float(l2[i]), float(linf[i]), seconds,
+                )
+                for defence, clean_defended, defended_adv in scored
+                for i, item in enumerate(batch)
+            ])
+            if bar is not None:
+                bar.update(1)
+            if on_batch is not None:
+                on_batch(experiment)
+        if bar is not None:
+            bar.close()
+
+
+def tqdm_progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="batch", file=sys.stderr, dynamic_ncols=True)

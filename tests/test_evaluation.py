@@ -1,0 +1,222 @@
+"""The evaluation harness on a few real images with the real embedded model."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ciidefence import CIIDefence, ConfigError
+from ciidefence.attacks import attack_params, format_eps, parse_eps
+from ciidefence.defences.art import ARTPreprocessor
+from ciidefence.evaluation import load_dataset, wilson_interval
+from ciidefence.evaluation.summary import Cell, sanity_checks
+from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
+
+PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    for path in sorted(BUNDLED_SAMPLE.glob("*.JPEG")):
+        shutil.copy(path, folder / path.name)
+    shutil.copy(BUNDLED_SAMPLE / "labels.csv", folder / "labels.csv")
+    return folder
+
+
+def evaluate(data_dir, out, *extra, check=True):
+    args = [*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(out), *map(str, extra)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def table_rows(run_dir):
+    with sqlite3.connect(run_dir / "results.sqlite") as connection:
+        rows = connection.execute(
+            "SELECT image, defence, attack, attack_params, eps_label, threat, pred_clean, pred_clean_defended, "
+            "pred_adv, pred_defended_adv, l2, linf FROM results ORDER BY image, defence, attack, eps_label, threat"
+        ).fetchall()
+    return rows
+
+
+SMALL = ["--limit", "4", "--batch-size", "2", "--attacks", "fgsm,pgd", "--attack-param", "pgd.max_iter=2",
+         "--no-sanity"]
+
+
+def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = evaluate(data_dir, out, *SMALL, "--threat", "graybox,bpda")
+    assert "# Evaluation summary" in result.stdout
+    rows = table_rows(out)
+    # clean 4 x 2 defences; gray-box 2 attacks x 2 eps x 2 defences x 4; BPDA 2 x 2 x 2 approximations x 4
+    assert len(rows) == 8 + 32 + 32
+    assert {r[5] for r in rows} == {"clean", "graybox", "bpda-identity", "bpda-differentiable"}
+    assert all(r[11] <= 2 / 255 + 1e-6 for r in rows if r[4] == "2/255")
+    summary = json.loads((out / "summary.json").read_text())
+    cells = {(c["defence"], c["attack"], c["eps_label"], c["threat"]): c for c in summary["cells"]}
+    assert cells[("none", "clean", "-", "clean")]["images"] == 4
+    assert cells[("none", "pgd", "4/255", "graybox")]["accuracy"] <= cells[("none", "clean", "-", "clean")]["accuracy"]
+    for name in ("summary.md", "summary.csv", "accuracy_vs_eps.png", "config.json"):
+        assert (out / name).stat().st_size > 0
+
+    for name in ("summary.md", "summary.json"):
+        (out / name).unlink()
+    report = subprocess.run([*PYTHON_CIID, "report", str(out)], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert json.loads((out / "summary.json").read_text())["cells"] == summary["cells"]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
+    options = ["--limit", "8", "--batch-size", "1", "--attacks", "pgd", "--defences", "none,ciid", "--no-sanity"]
+    reference = tmp_path / "reference"
+    evaluate(data_dir, reference, *options)
+    expected = table_rows(reference)
+    assert len(expected) == 8 * 2 * 3
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(killed), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = 0
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (killed / "results.sqlite").exists():
+            try:
+                with sqlite3.connect(killed / "results.sqlite", timeout=1) as connection:
+                    written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                written = 0
+            if written > 16:  # the clean rows and some attacked batches are in
+                break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = table_rows(killed)
+    assert 16 < len(partial) < len(expected), "the run was not killed partway"
+
+    evaluate(data_dir, killed, *options, "--resume")
+    assert table_rows(killed) == expected  # nothing lost, nothing duplicated, same outcomes
+
+
+def test_a_run_folder_is_never_overwritten(data_dir, tmp_path):
+    out = tmp_path / "run"
+    evaluate(data_dir, out, *SMALL, "--threat", "graybox", "--defences", "none")
+    before = table_rows(out)
+    again = evaluate(data_dir, out, *SMALL, "--defences", "none", check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    other = evaluate(data_dir, out, *SMALL, "--defences", "none", "--eps", "8/255", "--resume", check=False)
+    assert other.returncode == 2 and "different configuration" in other.stderr
+    assert table_rows(out) == before
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--attacks", "magic"], "unknown attack 'magic'"),
+    (["--defences", "none,shield"], "unknown defence 'shield'"),
+    (["--eps", "abc"], "not a number or fraction"),
+    (["--eps", "2/0"], "not a number or fraction"),
+    (["--eps", "3"], "must lie in (0, 1]"),
+    (["--threat", "blackbox"], "unknown threat model"),
+    (["--attack-param", "pgd.speed=3"], "no parameter 'speed'"),
+    (["--attack-param", "pgd.max_iter=ten"], "must be a int"),
+    (["--resume"], "nothing to resume"),
+])
+def test_bad_evaluation_options(data_dir, tmp_path, extra, message):
+    result = evaluate(data_dir, tmp_path / "run", "--limit", "2", *extra, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "results.sqlite").exists()
+
+
+def test_bad_data_folders(tmp_path, data_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "labels.csv").write_text("file,class_index\n")
+    with pytest.raises(ConfigError, match="holds no images"):
+        load_dataset(empty)
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(data_dir, mismatched)
+    (mismatched / "labels.csv").write_text("file,class_index\nnot_here.jpg,3\n")
+    with pytest.raises(ConfigError, match="labelled but not in the folder"):
+        load_dataset(mismatched)
+    result = evaluate(mismatched, tmp_path / "run", check=False)
+    assert result.returncode == 2 and "labelled but not in the folder" in result.stderr
+
+
+def test_imagenet_folder_layout(tmp_path):
+    for wnid in ("n01440764", "n01484850"):
+        (tmp_path / wnid).mkdir()
+        image = next(SHARED_SAMPLE.glob(f"{wnid}_*.JPEG"))
+        shutil.copy(image, tmp_path / wnid / image.name)
+    found = load_dataset(tmp_path)
+    assert [(item.key.split("/")[0], item.label) for item in found] == [("n01440764", 0), ("n01484850", 2)]
+    (tmp_path / "holiday").mkdir()
+    with pytest.raises(ConfigError, match="not an ImageNet WordNet id"):
+        load_dataset(tmp_path)
+
+
+def test_dry_run_prints_a_plan_and_runs_nothing(data_dir, tmp_path):
+    result = evaluate(data_dir, tmp_path / "run", "--limit", "2", "--attacks", "fgsm,deepfool", "--threat",
+                      "graybox,bpda", "--dry-run")
+    assert "estimated total" in result.stdout and "deepfool unbounded bpda-identity on ciid" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_art_preprocessor_forward_is_real_and_backward_is_the_approximation(classifier, photo):
+    image = classifier.prepare(photo)
+    defence = CIIDefence(classifier)
+    for approximation in ("identity", "differentiable"):
+        preprocessor = ARTPreprocessor(defence, approximation)
+        leaf = image.clone().requires_grad_(True)
+        output, _ = preprocessor.forward(leaf)
+        assert torch.equal(output.detach(), defence(image))
+        weights = torch.rand_like(image)
+        (output * weights).sum().backward()
+        estimate = leaf.detach().clone().requires_grad_(True)
+        (preprocessor.estimate_forward(estimate) * weights).sum().backward()
+        assert torch.allclose(leaf.grad, estimate.grad)
+        if approximation == "identity":
+            assert torch.equal(leaf.grad, weights)
+        else:
+            assert not torch.allclose(leaf.grad, weights)
+
+
+def test_attack_parameters_and_budgets():
+    assert attack_params("pgd") == {"max_iter": 10, "step_ratio": 0.25, "restarts": 0}
+    assert attack_params("cw", {"binary_search_steps": "3"})["binary_search_steps"] == 3
+    assert parse_eps("8/255") == pytest.approx(8 / 255) and format_eps(parse_eps("8/255")) == "8/255"
+    assert parse_eps("2.5", upper=float("inf")) == 2.5
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-3)
+    low, high = wilson_interval(45, 100)
+    assert low == pytest.approx(0.3561, abs=1e-3) and high == pytest.approx(0.5476, abs=1e-3)
+
+
+def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}'):
+    return Cell("m", defence, "h", attack, params, eps, format_eps(eps), threat, 100, int(100 * accuracy),
+                accuracy, 0, 1, 0, 0, 0, 0)
+
+
+def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
+    table = [
+        cell("none", "fgsm", 2 / 255, "graybox", 0.20), cell("none", "fgsm", 4 / 255, "graybox", 0.25),
+        cell("none", "pgd", 2 / 255, "graybox", 0.30), cell("none", "pgd", 4 / 255, "graybox", 0.10),
+        cell("ciid", "fgsm", 2 / 255, "graybox", 0.50), cell("ciid", "pgd", 2 / 255, "graybox", 0.70),
+    ]
+    checks = {c.name: c for c in sanity_checks(table)}
+    assert checks["accuracy does not rise with eps"].status == "FLAG"
+    assert "none/fgsm/graybox" in checks["accuracy does not rise with eps"].detail
+    iterative = checks["iterative attacks do at least as well as FGSM"]
+    assert iterative.status == "FLAG" and "none/graybox/2/255" in iterative.detail
+    assert "ciid" not in iterative.detail  # gray-box on a defended model did not target it
+    assert checks["undefended model falls to <= 1% under PGD-20 at 8/255"].status == "NOT RUN"
