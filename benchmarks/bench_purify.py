@@ -16,9 +16,9 @@ import platform
 import time
 
 import torch
+from common import classifier_views, sample_images
 
 from ciidefence import CIIDefenceConfig, load_classifier, purify
-from common import classifier_views, sample_images
 
 
 def timed(function, repeats: int) -> float:

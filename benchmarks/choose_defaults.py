@@ -17,9 +17,9 @@ import argparse
 import time
 
 import torch
+from common import classifier_views, sample_images
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
-from common import classifier_views, sample_images
 
 CANDIDATES = {
     "prototype k5 p2 w12": CIIDefenceConfig(top_k=5, peaks=2, half_width=12, sigma=0.04),

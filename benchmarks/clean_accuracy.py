@@ -13,10 +13,10 @@ import sys
 import time
 
 import torch
+from common import sample_images
 from tqdm import tqdm
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
-from common import sample_images
 
 
 def main() -> None:

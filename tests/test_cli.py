@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
-
 from conftest import BUNDLED_SAMPLE
+from PIL import Image
 
 
 def ciid(*args, cwd=None):

@@ -3,7 +3,14 @@ import dataclasses
 import pytest
 import torch
 
-from ciidefence import CIIDefence, CIIDefenceConfig, ConfigError, DefendedClassifier, load_image, purify
+from ciidefence import (
+    CIIDefence,
+    CIIDefenceConfig,
+    ConfigError,
+    DefendedClassifier,
+    load_image,
+    purify,
+)
 
 
 def test_purification_keeps_the_image_size_and_the_pixels_outside_the_mask(classifier, photo):

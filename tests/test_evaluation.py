@@ -11,13 +11,13 @@ import time
 
 import pytest
 import torch
+from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
 
 from ciidefence import CIIDefence, ConfigError
 from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
 from ciidefence.evaluation.summary import Cell, sanity_checks
-from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
 
@@ -220,3 +220,21 @@ def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
     assert iterative.status == "FLAG" and "none/graybox/2/255" in iterative.detail
     assert "ciid" not in iterative.detail  # gray-box on a defended model did not target it
     assert checks["undefended model falls to <= 1% under PGD-20 at 8/255"].status == "NOT RUN"
+
+
+def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
+    from ciidefence.evaluation import RunConfig
+
+    config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                       defences=("none", "ciid"), ciid={}, attacks=("fgsm", "pgd", "deepfool"),
+                       threats=("graybox", "bpda"), bpda_attacks=("pgd",), eps=(2 / 255, 4 / 255))
+    experiments = config.experiments()
+    described = [e.describe() for e in experiments]
+    assert described[0] == "clean"
+    assert "deepfool unbounded graybox" in described
+    assert sum(e.threat.startswith("bpda") for e in experiments) == 2 * 2  # pgd x 2 eps x 2 approximations
+    assert all(e.attack == "pgd" and e.defence == "ciid" for e in experiments if e.threat.startswith("bpda"))
+    assert [e.purpose for e in experiments].count("sanity") == 2
+    with pytest.raises(ConfigError, match="not among --attacks"):
+        RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False, defences=("none",),
+                  ciid={}, attacks=("fgsm",), bpda_attacks=("cw",))

@@ -6,7 +6,13 @@
 >>> logits = defended(cii.load_image("samples/n01440764_tench.JPEG")[None])
 """
 
-from .defences import CIIDefence, CIIDefenceConfig, DefendedClassifier, Purification, purify
+from .defences import (
+    CIIDefence,
+    CIIDefenceConfig,
+    DefendedClassifier,
+    Purification,
+    purify,
+)
 from .errors import (
     CheckpointError,
     CIIDefenceError,

@@ -20,8 +20,8 @@ import torch
 from ..denoising import wavelet_denoise_torch
 from ..errors import ConfigError
 from ..fusion import fuse
-from .ciid import CIIDefence, select_regions
 from ..regions.cam import class_activation_maps
+from .ciid import CIIDefence, select_regions
 
 APPROXIMATIONS = ("identity", "differentiable")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from skimage.restoration import denoise_wavelet
 
-from ..errors import ConfigError
 from ..arrays import from_numpy_images, to_numpy_images
+from ..errors import ConfigError
 
 THRESHOLDS = ("bayes", "visu")
 _SKIMAGE_METHODS = {"bayes": "BayesShrink", "visu": "VisuShrink"}

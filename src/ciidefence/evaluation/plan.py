@@ -73,9 +73,10 @@ class RunConfig:
     eps_l2: tuple[float, ...] = (0.5, 1.0)
     threats: tuple[str, ...] = ("graybox",)
     approximations: tuple[str, ...] = APPROXIMATIONS
+    bpda_attacks: tuple[str, ...] | None = None
     eot_samples: int = 1
     limit: int | None = None
-    batch_size: int = 25
+    batch_size: int = 8
     seed: int = 0
     sanity: bool = True
 
@@ -91,6 +92,9 @@ class RunConfig:
                 raise ConfigError(f"unknown BPDA approximation {name!r}; choose from: {', '.join(APPROXIMATIONS)}")
         for name in self.attacks:
             attack_params(name, self.attack_overrides.get(name))
+        for name in self.bpda_attacks or ():
+            if name not in self.attacks:
+                raise ConfigError(f"--bpda-attacks names {name!r}, which is not among --attacks")
         for name in self.attack_overrides:
             if name not in self.attacks:
                 raise ConfigError(f"parameters given for {name!r}, which is not among --attacks")
@@ -119,7 +123,7 @@ class RunConfig:
             for eps in budgets:
                 if "graybox" in self.threats:
                     found.append(Experiment(name, params, eps, "graybox"))
-                if "bpda" in self.threats:
+                if "bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks):
                     for defence in self.defences:
                         if defence == "none":
                             continue  # BPDA on the bare model is the gray-box attack

@@ -6,7 +6,6 @@ import hashlib
 import random
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +123,7 @@ class Evaluation:
         size = self.config.batch_size
         return [self.images[start : start + size] for start in range(0, len(self.images), size)]
 
-    def _view(self, batch: list[LabelledImage]) -> torch.Tensor:
+    def view(self, batch: list[LabelledImage]) -> torch.Tensor:
         """The classifier's ``S x S`` view of each image, cached."""
         for item in batch:
             if item.key not in self._views:
@@ -162,19 +161,19 @@ class Evaluation:
             done = [
                 self.store.done_images(self.classifier.name, defence.digest, experiment.attack,
                                        experiment.params_json, experiment.eps_label, experiment.threat)
-                for defence in self._scored_defences(experiment)
+                for defence in self.scored_defences(experiment)
             ]
             for index, batch in enumerate(self.batches()):
                 if any(item.key not in images for images in done for item in batch):
                     work.append((experiment, index, batch))
         return work
 
-    def _scored_defences(self, experiment: Experiment) -> list[Defence]:
+    def scored_defences(self, experiment: Experiment) -> list[Defence]:
         if experiment.defence is not None:
             return [self.defences[experiment.defence]]
         return list(self.defences.values())
 
-    def run(self, on_batch: Callable[[Experiment], None] | None = None) -> None:
+    def run(self) -> None:
         """Run every pending batch, writing each batch's rows in one transaction."""
         work = self.pending()
         bar = self.progress(len(work)) if self.progress else None
@@ -184,7 +183,7 @@ class Evaluation:
                 bar.set_postfix_str(experiment.describe())
             started = time.perf_counter()
             _seed_all(_seed_for(self.config.seed, experiment, index))
-            images = self._view(batch)
+            images = self.view(batch)
             labels = torch.tensor([item.label for item in batch])
             adversarial = self._attack(experiment, images, labels)
             pred_clean = self._predict(images)
@@ -192,7 +191,7 @@ class Evaluation:
             difference = (adversarial - images).flatten(1).cpu()
             l2, linf = difference.norm(dim=1), difference.abs().amax(dim=1)
             scored = []
-            for defence in self._scored_defences(experiment):
+            for defence in self.scored_defences(experiment):
                 keys = [(defence.name, item.key) for item in batch]
                 if any(key not in clean_cache for key in keys):
                     clean_cache.update(zip(keys, self._predict(images, defence).tolist()))
@@ -211,8 +210,6 @@ class Evaluation:
             ])
             if bar is not None:
                 bar.update(1)
-            if on_batch is not None:
-                on_batch(experiment)
         if bar is not None:
             bar.close()
 
