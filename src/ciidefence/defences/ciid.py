@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pywt
 import torch
 from torch import nn
 
-from ..denoising import THRESHOLDS, wavelet_denoise
+from ..denoising import wavelet_denoise
+from ..denoising.wavelet import check_shrinkage
 from ..errors import ConfigError
 from ..fusion import FUSIONS, fuse
 from ..inpainting import INPAINTERS, inpaint
@@ -71,24 +73,19 @@ class CIIDefenceConfig:
     fusion: str = "mask"
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "peaks", "half_width"):
+        for name, minimum in (("top_k", 1), ("peaks", 1), ("half_width", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "half_width" else 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.inpainter not in INPAINTERS:
             raise ConfigError(f"unknown inpainter {self.inpainter!r}; choose one of: {', '.join(INPAINTERS)}")
         if self.inpainter == "learned" and not self.inpainter_model:
             raise ConfigError("inpainter 'learned' needs inpainter_model, a TorchScript file")
-        if self.threshold not in THRESHOLDS:
-            raise ConfigError(f"unknown threshold {self.threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
+        check_shrinkage(self.sigma, self.threshold)
         if self.fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {self.fusion!r}; choose one of: {', '.join(FUSIONS)}")
-        if not self.sigma >= 0:
-            raise ConfigError(f"sigma must be non-negative, got {self.sigma}")
         if not self.inpaint_radius > 0:
             raise ConfigError(f"inpaint_radius must be positive, got {self.inpaint_radius}")
-        import pywt
-
         if self.wavelet not in pywt.wavelist(kind="discrete"):
             raise ConfigError(f"unknown wavelet {self.wavelet!r}; e.g. db1, db2, sym4, coif1")
 

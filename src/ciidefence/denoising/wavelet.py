@@ -12,6 +12,14 @@ THRESHOLDS = ("bayes", "visu")
 _SKIMAGE_METHODS = {"bayes": "BayesShrink", "visu": "VisuShrink"}
 
 
+def check_shrinkage(sigma: float, threshold: str) -> None:
+    """Raise :class:`ConfigError` for a negative ``sigma`` or an unknown ``threshold``."""
+    if threshold not in THRESHOLDS:
+        raise ConfigError(f"unknown threshold {threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
+    if not sigma >= 0:
+        raise ConfigError(f"sigma must be non-negative, got {sigma}")
+
+
 def wavelet_denoise(
     images: torch.Tensor,
     sigma: float = 0.04,
@@ -50,11 +58,7 @@ def wavelet_denoise(
     A. Prakash et al., "Deflecting Adversarial Attacks with Pixel Deflection",
     CVPR 2018.
     """
-    if threshold not in THRESHOLDS:
-        raise ConfigError(f"unknown threshold {threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
-    if not sigma >= 0:
-        raise ConfigError(f"sigma must be non-negative, got {sigma}")
-
+    check_shrinkage(sigma, threshold)
     arrays = to_numpy_images(images)
     for image in arrays:
         image[...] = denoise_wavelet(

@@ -14,8 +14,7 @@ import pywt
 import torch
 from skimage.color.colorconv import ycbcr_from_rgb
 
-from ..errors import ConfigError
-from .wavelet import THRESHOLDS
+from .wavelet import check_shrinkage
 
 
 def _soft(coefficients: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -75,8 +74,7 @@ def wavelet_denoise_torch(
     torch.Tensor
         ``(B, 3, H, W)`` in [0, 1]; gradients flow to ``images``.
     """
-    if threshold not in THRESHOLDS:
-        raise ConfigError(f"unknown threshold {threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
+    check_shrinkage(sigma, threshold)
     height, width = images.shape[-2:]
     if levels is None:
         levels = max(pywt.dwtn_max_level((height, width), wavelet) - 3, 1)
