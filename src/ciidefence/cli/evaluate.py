@@ -9,15 +9,40 @@ import click
 import torch
 
 from ..attacks import ATTACKS, attack_spec, parse_eps
+from ..defences import ABLATIONS, DEFENCES, RIVALS
 from ..defences.bpda import APPROXIMATIONS
 from ..errors import ConfigError
 from ..evaluation import Evaluation, RunConfig, open_run, write_report
-from ..evaluation.plan import DEFENCES
 from ..evaluation.runner import tqdm_progress
 from .options import defence_options
 from .session import CommandFailed, report_errors, resolve_device, seed_everything, warn
 
 DEFAULT_ATTACKS = "fgsm,bim,pgd"
+
+PRESETS = {
+    # The shape of the paper's comparison: every defence in rows; gray-box FGSM,
+    # I-FGSM, PGD, DeepFool and C&W, and white-box BPDA-PGD, in columns.
+    "paper": {
+        "defences": ",".join(("none", "ciid", *ABLATIONS, *RIVALS)),
+        "attacks": "fgsm,bim,pgd,deepfool,cw",
+        "eps_text": "2/255,4/255",
+        "threat_text": "graybox,bpda",
+        "bpda_attacks_text": "pgd",
+        "bpda_eps_text": "4/255",
+        "eot_samples": 4,
+    },
+}
+
+
+def _apply_preset(context: click.Context, name: str | None, values: dict) -> dict:
+    """Fill the options the user did not give from preset ``name``."""
+    if name is None:
+        return values
+    preset = PRESETS[name]
+    for key, value in preset.items():
+        if context.get_parameter_source(key) in (click.core.ParameterSource.DEFAULT, None):
+            values[key] = value
+    return values
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -43,6 +68,9 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--model", default="efficientnet_lite0", show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
 @click.option("--random-weights", is_flag=True, hidden=True)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Defaults for the options you do not give: 'paper' runs every defence under the paper's "
+                   "gray-box attacks and BPDA-PGD at 4/255.")
 @click.option("--defences", default="none,ciid", show_default=True, help=f"Any of: {', '.join(DEFENCES)}.")
 @click.option("--attacks", default=DEFAULT_ATTACKS, show_default=True, help=f"Any of: {', '.join(ATTACKS)}.")
 @click.option("--eps", "eps_text", default="2/255,4/255", show_default=True,
@@ -53,8 +81,10 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="BPDA backward approximations.")
 @click.option("--bpda-attacks", "bpda_attacks_text", default=None,
               help="Attacks to run under BPDA [default: all of --attacks].")
+@click.option("--bpda-eps", "bpda_eps_text", default=None,
+              help="Budgets to run under BPDA [default: all of --eps / --eps-l2].")
 @click.option("--eot", "eot_samples", type=click.IntRange(1), default=1, show_default=True,
-              help="Gradient samples averaged per attack step (EOT), for random defences.")
+              help="Gradient samples averaged per BPDA attack step (EOT), for randomised defences.")
 @click.option("--attack-param", "attack_param", multiple=True, metavar="ATTACK.KEY=VALUE",
               help="Override an attack parameter, e.g. pgd.max_iter=20 (repeatable).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
@@ -68,14 +98,20 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @defence_options
 @report_errors
-def evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
-             approx_text, bpda_attacks_text, eot_samples, attack_param, limit, batch_size, run_dir, resume, dry_run,
-             no_sanity, device, seed, config) -> None:
+@click.pass_context
+def evaluate(context, preset, **options) -> None:
     """Attack, defend and score; write every image's outcome to RUN_DIR/results.sqlite.
 
-    Writes summary.md, summary.csv, summary.json and accuracy_vs_eps.png into
-    --out at the end; `ciid report` rebuilds them from the database.
+    Writes summary.md, summary.csv, summary.json, accuracy_vs_eps.png and
+    accuracy_table.png into --out at the end; `ciid report` rebuilds them from
+    the database. CIIDefence's ablations start from the --top-k ... options.
     """
+    _evaluate(**_apply_preset(context, preset, options))
+
+
+def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
+              approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, attack_param, limit, batch_size, run_dir,
+              resume, dry_run, no_sanity, device, seed, config) -> None:
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
         model=model, checkpoint=checkpoint, random_weights=random_weights,
@@ -84,7 +120,9 @@ def evaluate(data, labels, model, checkpoint, random_weights, defences, attacks,
         eps=tuple(parse_eps(e) for e in _names(eps_text)),
         eps_l2=tuple(parse_eps(e, upper=float("inf")) for e in _names(eps_l2_text)),
         threats=_names(threat_text), approximations=_names(approx_text),
-        bpda_attacks=_names(bpda_attacks_text) if bpda_attacks_text else None, eot_samples=eot_samples,
+        bpda_attacks=_names(bpda_attacks_text) if bpda_attacks_text else None,
+        bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in _names(bpda_eps_text)) if bpda_eps_text else None,
+        eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity,
     )
     seed_everything(seed)
@@ -125,22 +163,21 @@ def _dry_run(config: RunConfig, device: torch.device) -> None:
         return (time.perf_counter() - started) / len(batch)
 
     gradient_seconds = seconds_per_image(gradient)
-    defence_seconds = 0.0
-    if "ciid" in evaluation.defences:
-        defence_seconds = seconds_per_image(lambda: evaluation.defences["ciid"](views))
-    click.echo(f"plan: {images} images, model {classifier.name}, defences {', '.join(config.defences)}; "
-               f"measured {1000 * gradient_seconds:.0f} ms per gradient and {1000 * defence_seconds:.0f} ms per "
-               f"purification, per image")
+    cost = {defence.digest: seconds_per_image(lambda d=defence: d(views)) for defence in evaluation.defences.values()}
+    click.echo(f"plan: {images} images, model {classifier.name}; measured {1000 * gradient_seconds:.0f} ms per "
+               f"gradient per image, and per image for each defence: "
+               + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
     total = 0.0
     for experiment in evaluation.experiments:
-        if experiment.threat == "clean":
-            steps = 0.0
-        else:
-            spec = attack_spec(experiment.attack)
-            steps = spec.gradients(dict(experiment.params)) * config.eot_samples
-        per_step = gradient_seconds + (defence_seconds if experiment.approximation else 0.0)
-        scored = len(evaluation.scored_defences(experiment))
-        seconds = images * (steps * per_step + scored * defence_seconds)
+        steps, per_step = 0.0, gradient_seconds
+        if experiment.threat != "clean":
+            steps = attack_spec(experiment.attack).gradients(dict(experiment.params))
+        if experiment.approximation:
+            defence = evaluation.defences[experiment.defence]
+            steps *= config.eot_samples if defence.randomised else 1
+            per_step += cost[defence.digest]
+        scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
+        seconds = images * (steps * per_step + scored)
         total += seconds
         click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  ~{seconds / 60:6.1f} min")
     click.echo(f"estimated total: {total / 60:.1f} min (rough: attack costs vary with how fast images fall)")

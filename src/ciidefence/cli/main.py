@@ -9,14 +9,12 @@ from pathlib import Path
 import click
 import torch
 
-from ..defences import CIIDefenceConfig, purify
+from ..defences import DEFENCES, build_defence, purify
 from ..errors import ImageError
 from ..images import find_images, load_image, save_image
 from ..models import Classifier
 from .options import common_options, defence_options
 from .session import CommandFailed, open_classifier, progress, report_errors, warn
-
-DEFENCES = ("none", "ciid")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,22 +61,21 @@ def _top(classifier: Classifier, logits: torch.Tensor, count: int) -> list[dict]
 
 
 def _classify_one(
-    classifier: Classifier, image: torch.Tensor, defences: list[str], config: CIIDefenceConfig, top: int
+    classifier: Classifier, image: torch.Tensor, defences: dict[str, torch.nn.Module | None], top: int
 ) -> dict[str, list[dict]]:
     batch = image[None].to(next(classifier.parameters()).device)
+    predictions = {}
     with torch.no_grad():
-        if "ciid" in defences:
-            purification = purify(batch, classifier, config)
-            logits = {"none": purification.evidence.logits[0], "ciid": classifier(purification.output)[0]}
-        else:
-            logits = {"none": classifier(batch)[0]}
-    return {name: _top(classifier, logits[name], top) for name in defences}
+        for name, defence in defences.items():
+            logits = classifier(batch if defence is None else defence(batch))[0]
+            predictions[name] = _top(classifier, logits, top)
+    return predictions
 
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--defence", "defence_text", default="ciid", show_default=True,
-              help="none, ciid, or both as none,ciid to compare.")
+              help=f"Comma-separated, to compare: {', '.join(DEFENCES)}.")
 @click.option("--top", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Predictions shown per image.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
@@ -89,14 +86,15 @@ def _classify_one(
 @report_errors
 def classify(images, defence_text, top, labels, as_json, config, model, checkpoint, random_weights,
              device, seed, max_pixels) -> None:
-    """Classify IMAGES, with or without CIIDefence in front of the classifier."""
-    defences = _parse_defences(defence_text)
+    """Classify IMAGES, with or without a defence in front of the classifier."""
+    names = _parse_defences(defence_text)
     truth = _read_labels(labels)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed)
+    defences = {name: build_defence(name, classifier, config) for name in names}
     results, failures = [], 0
     for path in progress(find_images(images), "classify"):
         try:
-            predictions = _classify_one(classifier, load_image(path, max_pixels), defences, config, top)
+            predictions = _classify_one(classifier, load_image(path, max_pixels), defences, top)
         except ImageError as error:
             warn(f"error: {error}")
             failures += 1
@@ -105,11 +103,11 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
         results.append({"file": str(path), "label": label, "predictions": predictions})
         if not as_json:
             _print_prediction(results[-1])
-    accuracy = _accuracy(results, defences)
+    accuracy = _accuracy(results, names)
     if as_json:
         document = {
             "model": classifier.name,
-            "defence_config": config.to_dict() if "ciid" in defences else None,
+            "defence_config": config.to_dict() if "ciid" in names else None,
             "results": results,
             "accuracy": accuracy,
             "failed": failures,
@@ -146,13 +144,16 @@ def _accuracy(results: list[dict], defences: list[str]) -> dict[str, list[int]]:
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the purified PNGs (created if missing).")
+@click.option("--defence", "defence_name", type=click.Choice([name for name in DEFENCES if name != "none"]),
+              default="ciid", show_default=True)
 @defence_options
 @common_options
 @report_errors
-def purify_command(images, out_dir, config, model, checkpoint, random_weights, device, seed,
+def purify_command(images, out_dir, defence_name, config, model, checkpoint, random_weights, device, seed,
                    max_pixels) -> None:
     """Write a purified PNG of each of IMAGES, at its own size, into --out."""
     classifier = open_classifier(model, checkpoint, random_weights, device, seed)
+    defence = build_defence(defence_name, classifier, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = find_images(images)
@@ -166,7 +167,8 @@ def purify_command(images, out_dir, config, model, checkpoint, random_weights, d
             continue
         try:
             image = load_image(path, max_pixels)[None].to(next(classifier.parameters()).device)
-            purified = purify(image, classifier, config).output[0]
+            with torch.no_grad():
+                purified = defence(image)[0]
         except ImageError as error:
             warn(f"error: {error}")
             failures += 1
@@ -191,6 +193,8 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
     """Draw every step of CIIDefence on IMAGE into one figure."""
     from .explain import explain_figure
 
+    if config.regions != "cam":
+        raise CommandFailed("explain draws the CAM-selected regions; use --regions cam", exit_code=2)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed)
     batch = load_image(image, max_pixels)[None].to(next(classifier.parameters()).device)
     purification = purify(batch, classifier, config)
@@ -202,9 +206,11 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
 
 
 from .evaluate import evaluate, report  # noqa: E402
+from .sweep import sweep  # noqa: E402
 
 main.add_command(evaluate)
 main.add_command(report)
+main.add_command(sweep)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import functools
 import click
 
 from ..defences import CIIDefenceConfig
+from ..defences.ciid import REGION_CHOICES
 from ..denoising import THRESHOLDS
 from ..errors import ConfigError
 from ..fusion import FUSIONS
@@ -40,6 +41,10 @@ _DEFENCE_OPTIONS = [
                  help="BayesShrink or VisuShrink thresholds."),
     click.option("--fusion", type=click.Choice(FUSIONS), default=_DEFAULTS.fusion, show_default=True,
                  help="mask: inpainted in the boxes, denoised elsewhere; denoise-after: denoise the inpainted image."),
+    click.option("--regions", type=click.Choice(REGION_CHOICES), default=_DEFAULTS.regions, show_default=True,
+                 help="Boxes around CAM peaks, random boxes of the same size and number, or none (ablations)."),
+    click.option("--denoise/--no-denoise", default=_DEFAULTS.denoise, show_default=True,
+                 help="Wavelet-denoise outside the boxes (--no-denoise: inpainting only, an ablation)."),
 ]
 
 _FIELD_NAMES = [field.name for field in dataclasses.fields(CIIDefenceConfig)]

@@ -18,7 +18,7 @@ import pywt
 import torch
 from torch import nn
 
-from ..denoising import wavelet_denoise
+from ..denoising import wavelet_denoise, wavelet_denoise_torch
 from ..denoising.wavelet import check_shrinkage
 from ..errors import ConfigError
 from ..fusion import FUSIONS, fuse
@@ -27,6 +27,8 @@ from ..models.base import Classifier
 from ..regions.cam import ClassEvidence, class_activation_maps
 from ..regions.selection import boxes_to_mask, peaks_to_boxes, select_peaks
 from ..validation import check_images
+
+REGION_CHOICES = ("cam", "random", "none")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,13 @@ class CIIDefenceConfig:
     fusion : str
         ``"mask"``: inpainted inside the boxes, denoised elsewhere (the paper's);
         ``"denoise-after"``: denoise the inpainted image as a whole.
+    regions : str
+        How the boxes are chosen: ``"cam"`` (around CAM peaks, the paper's),
+        ``"random"`` (the same number of boxes of the same size, placed
+        uniformly at random; an ablation) or ``"none"`` (no boxes: wavelet
+        denoising only; an ablation).
+    denoise : bool
+        False skips the wavelet denoising (inpainting only; an ablation).
     """
 
     top_k: int = 3
@@ -71,6 +80,8 @@ class CIIDefenceConfig:
     wavelet_levels: int | None = None
     threshold: str = "bayes"
     fusion: str = "mask"
+    regions: str = "cam"
+    denoise: bool = True
 
     def __post_init__(self) -> None:
         for name, minimum in (("top_k", 1), ("peaks", 1), ("half_width", 0)):
@@ -86,6 +97,10 @@ class CIIDefenceConfig:
             raise ConfigError(f"unknown fusion {self.fusion!r}; choose one of: {', '.join(FUSIONS)}")
         if not self.inpaint_radius > 0:
             raise ConfigError(f"inpaint_radius must be positive, got {self.inpaint_radius}")
+        if self.regions not in REGION_CHOICES:
+            raise ConfigError(f"unknown regions {self.regions!r}; choose one of: {', '.join(REGION_CHOICES)}")
+        if not isinstance(self.denoise, bool):
+            raise ConfigError(f"denoise must be true or false, got {self.denoise!r}")
         if self.wavelet not in pywt.wavelist(kind="discrete"):
             raise ConfigError(f"unknown wavelet {self.wavelet!r}; e.g. db1, db2, sym4, coif1")
 
@@ -114,8 +129,9 @@ class Purification:
         ``(B, k * p, 4)`` float ``(y0, x0, y1, x1)`` boxes in image pixels.
     box_valid : torch.Tensor
         ``(B, k * p)`` bool, False for boxes of maps with too few peaks.
-    evidence : ClassEvidence
-        Classes, probabilities and CAMs of the input.
+    evidence : ClassEvidence or None
+        Classes, probabilities and CAMs of the input; None when the regions
+        were not chosen by CAMs.
     """
 
     output: torch.Tensor
@@ -124,27 +140,43 @@ class Purification:
     mask: torch.Tensor
     boxes: torch.Tensor
     box_valid: torch.Tensor
-    evidence: ClassEvidence
+    evidence: ClassEvidence | None
 
 
 def select_regions(
-    classifier: Classifier, evidence: ClassEvidence, height: int, width: int, config: CIIDefenceConfig
+    classifier: Classifier, images: torch.Tensor, evidence: ClassEvidence | None, config: CIIDefenceConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boxes around the CAM peaks and their union mask at the image's size.
+    """Boxes chosen as ``config.regions`` says, and their union mask at the images' size.
+
+    Parameters
+    ----------
+    classifier : Classifier
+        Gives the view geometry from the classifier's input to image pixels.
+    images : torch.Tensor
+        ``(B, 3, H, W)``; only its shape and device are used.
+    evidence : ClassEvidence or None
+        The CAMs; needed when ``config.regions == "cam"``.
+    config : CIIDefenceConfig
 
     Returns
     -------
     mask : torch.Tensor
         ``(B, H, W)`` bool.
     boxes : torch.Tensor
-        ``(B, k * p, 4)`` in image pixels.
+        ``(B, N, 4)`` in image pixels; ``N = k * p``, or 0 for ``regions="none"``.
     valid : torch.Tensor
-        ``(B, k * p)`` bool.
+        ``(B, N)`` bool.
     """
-    peaks, valid = select_peaks(evidence.cams, config.peaks, 2 * config.half_width + 1)
+    batch, height, width = images.shape[0], *images.shape[-2:]
+    count = config.top_k * config.peaks if config.regions != "none" else 0
+    if config.regions == "cam":
+        peaks, valid = select_peaks(evidence.cams, config.peaks, 2 * config.half_width + 1)
+        peaks, valid = peaks.flatten(1, 2), valid.flatten(1)
+    else:
+        peaks = torch.randint(0, classifier.input_size, (batch, count, 2), device=images.device)
+        valid = torch.ones(batch, count, dtype=torch.bool, device=images.device)
     scale, top, left = classifier.view_geometry(height, width)
-    boxes = peaks_to_boxes(peaks, config.half_width, scale, top, left).flatten(1, 2)
-    valid = valid.flatten(1)
+    boxes = peaks_to_boxes(peaks, config.half_width, scale, top, left)
     return boxes_to_mask(boxes, valid, height, width), boxes, valid
 
 
@@ -169,6 +201,8 @@ def purify(
     3. inpaint the boxes and wavelet-denoise the image;
     4. fuse the two.
 
+    ``config.regions`` and ``config.denoise`` switch steps off for ablations.
+
     Parameters
     ----------
     images : torch.Tensor
@@ -190,14 +224,18 @@ def purify(
     check_images(images)
     height, width = images.shape[-2:]
     with torch.no_grad():
-        with _timed(timings, "cam"):
-            evidence = class_activation_maps(classifier, images, config.top_k)
+        evidence = None
+        if config.regions == "cam":
+            with _timed(timings, "cam"):
+                evidence = class_activation_maps(classifier, images, config.top_k)
         with _timed(timings, "regions"):
-            mask, boxes, valid = select_regions(classifier, evidence, height, width, config)
+            mask, boxes, valid = select_regions(classifier, images, evidence, config)
         with _timed(timings, "inpaint"):
             inpainted = inpaint(
                 images, mask, config.inpainter, config.inpaint_radius, config.inpainter_model
-            )
+            ) if mask.any() else images
+        if not config.denoise:
+            return Purification(inpainted, inpainted, images, mask, boxes, valid, evidence)
         with _timed(timings, "denoise"):
             denoised = wavelet_denoise(
                 images if config.fusion == "mask" else inpainted,
@@ -231,3 +269,23 @@ class CIIDefence(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] to purified images of the same shape."""
         return purify(images, self.classifier, self.config).output
+
+    def differentiable_approximation(self, images: torch.Tensor) -> torch.Tensor:
+        """A differentiable stand-in for BPDA: exact gradients through a torch
+        wavelet shrinkage, identity through the inpainting; the region mask is
+        recomputed from ``images`` but not differentiated."""
+        config = self.config
+        if config.denoise:
+            denoised = wavelet_denoise_torch(
+                images, config.sigma, config.wavelet, config.wavelet_levels, config.threshold
+            )
+        else:
+            denoised = images
+        if config.fusion == "denoise-after" or config.regions == "none":
+            return denoised
+        with torch.no_grad():
+            evidence = None
+            if config.regions == "cam":
+                evidence = class_activation_maps(self.classifier, images.detach(), config.top_k)
+            mask, _, _ = select_regions(self.classifier, images, evidence, config)
+        return fuse(images, denoised, mask)

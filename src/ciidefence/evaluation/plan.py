@@ -7,11 +7,10 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from ..attacks import attack_params, attack_spec, format_eps
-from ..defences import CIIDefenceConfig
+from ..defences import CIIDefenceConfig, defence_spec
 from ..defences.bpda import APPROXIMATIONS
 from ..errors import ConfigError
 
-DEFENCES = ("none", "ciid")
 THREATS = ("graybox", "bpda")
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
@@ -58,7 +57,14 @@ class Experiment:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run's results; a resumed run must match it."""
+    """Everything that determines a run's results; a resumed run must match it.
+
+    ``defences`` are names from :data:`ciidefence.defences.DEFENCES`; CIIDefence
+    and its ablations start from the configuration ``ciid``. ``eot_samples``
+    applies to BPDA attacks on randomised defences (for the others every
+    sample is the same). ``sweep`` holds further CIIDefence configurations,
+    each scored as a defence named ``ciid`` with its own hash.
+    """
 
     data: str
     labels: str | None
@@ -74,16 +80,19 @@ class RunConfig:
     threats: tuple[str, ...] = ("graybox",)
     approximations: tuple[str, ...] = APPROXIMATIONS
     bpda_attacks: tuple[str, ...] | None = None
+    bpda_eps: tuple[float, ...] | None = None
     eot_samples: int = 1
     limit: int | None = None
     batch_size: int = 8
     seed: int = 0
     sanity: bool = True
+    sweep: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         for name in self.defences:
-            if name not in DEFENCES:
-                raise ConfigError(f"unknown defence {name!r}; choose from: {', '.join(DEFENCES)}")
+            defence_spec(name)
+        for point in self.sweep:
+            CIIDefenceConfig(**point)
         for name in self.threats:
             if name not in THREATS:
                 raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREATS)}")
@@ -123,11 +132,14 @@ class RunConfig:
             for eps in budgets:
                 if "graybox" in self.threats:
                     found.append(Experiment(name, params, eps, "graybox"))
-                if "bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks):
+                if ("bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks)
+                        and (self.bpda_eps is None or eps is None or eps in self.bpda_eps)):
                     for defence in self.defences:
                         if defence == "none":
                             continue  # BPDA on the bare model is the gray-box attack
                         for approximation in self.approximations:
+                            if approximation not in defence_spec(defence).approximations:
+                                continue
                             found.append(Experiment(name, params, eps, f"bpda-{approximation}", defence))
         if self.sanity:
             sanity = tuple(sorted(SANITY_PGD.items()))

@@ -14,7 +14,13 @@ import torch
 
 from ..attacks import attack_spec
 from ..attacks.estimators import art_estimator
-from ..defences import CIIDefence
+from ..defences import (
+    CIIDefenceConfig,
+    build_defence,
+    defence_digest,
+    defence_params,
+    defence_spec,
+)
 from ..defences.art import ARTPreprocessor
 from ..errors import ConfigError
 from ..images import load_image
@@ -35,6 +41,7 @@ class Defence:
     module: torch.nn.Module | None
     config_json: str
     digest: str
+    randomised: bool = False
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.module is None:
@@ -44,13 +51,16 @@ class Defence:
 
 
 def build_defences(classifier: Classifier, config: RunConfig) -> dict[str, Defence]:
+    """The run's defences keyed by name; sweep points are keyed ``ciid@<hash>``."""
+    entries = [(name, name, defence_params(name, config.ciid_config)) for name in config.defences]
+    for point in config.sweep:
+        params = CIIDefenceConfig(**point).to_dict()
+        entries.append((f"ciid@{defence_digest('ciid', params)}", "ciid", params))
     defences = {}
-    for name in config.defences:
-        if name == "none":
-            defences[name] = Defence(name, None, "{}", "none")
-        else:
-            ciid = config.ciid_config
-            defences[name] = Defence(name, CIIDefence(classifier, ciid), canonical_json(ciid.to_dict()), ciid.digest())
+    for key, name, params in entries:
+        digest = defence_digest(name, params) if name != "none" else "none"
+        module = build_defence(name, classifier, params=params)
+        defences[key] = Defence(name, module, canonical_json(params), digest, defence_spec(name).randomised)
     return defences
 
 
@@ -133,12 +143,13 @@ class Evaluation:
     def _estimator(self, experiment: Experiment):
         key = (experiment.threat, experiment.defence)
         if key not in self._estimators:
-            preprocessors = None
+            preprocessors, eot_samples = None, 1
             if experiment.approximation is not None:
-                defence = self.defences[experiment.defence].module
-                preprocessors = [ARTPreprocessor(defence, experiment.approximation,
+                defence = self.defences[experiment.defence]
+                preprocessors = [ARTPreprocessor(defence.module, experiment.approximation,
                                                  "gpu" if self.device.type == "cuda" else "cpu")]
-            self._estimators[key] = art_estimator(self.classifier, preprocessors, self.config.eot_samples)
+                eot_samples = self.config.eot_samples if defence.randomised else 1
+            self._estimators[key] = art_estimator(self.classifier, preprocessors, eot_samples)
         return self._estimators[key]
 
     def _attack(self, experiment: Experiment, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,20 +203,23 @@ class Evaluation:
             l2, linf = difference.norm(dim=1), difference.abs().amax(dim=1)
             scored = []
             for defence in self.scored_defences(experiment):
-                keys = [(defence.name, item.key) for item in batch]
+                keys = [(defence.digest, item.key) for item in batch]
                 if any(key not in clean_cache for key in keys):
                     clean_cache.update(zip(keys, self._predict(images, defence).tolist()))
-                defended_adv = pred_adv if defence.module is None else self._predict(adversarial, defence)
-                scored.append((defence, [clean_cache[key] for key in keys], defended_adv))
+                defence_started = time.perf_counter()
+                purified = defence(adversarial)
+                defence_ms = 1000 * (time.perf_counter() - defence_started) / len(batch)
+                defended_adv = pred_adv if defence.module is None else self._predict(purified)
+                scored.append((defence, [clean_cache[key] for key in keys], defended_adv, defence_ms))
             seconds = (time.perf_counter() - started) / len(batch)
             self.store.write([
                 ResultRow(
                     item.key, item.label, self.classifier.name, defence.name, defence.config_json,
                     defence.digest, experiment.attack, experiment.params_json, experiment.eps,
                     experiment.eps_label, experiment.threat, int(pred_clean[i]), clean_defended[i],
-                    int(pred_adv[i]), int(defended_adv[i]), float(l2[i]), float(linf[i]), seconds,
+                    int(pred_adv[i]), int(defended_adv[i]), float(l2[i]), float(linf[i]), seconds, defence_ms,
                 )
-                for defence, clean_defended, defended_adv in scored
+                for defence, clean_defended, defended_adv, defence_ms in scored
                 for i, item in enumerate(batch)
             ])
             if bar is not None:

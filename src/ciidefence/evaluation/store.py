@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS results (
     l2               REAL    NOT NULL,
     linf             REAL    NOT NULL,
     seconds          REAL    NOT NULL,
+    defence_ms       REAL    NOT NULL,
     UNIQUE (image, model, defence_hash, attack, attack_params, eps_label, threat)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +48,8 @@ class ResultRow:
     (``pred_clean``), the defended model on the clean image, the undefended
     model on the adversarial image, and the defended model on it. For the
     defence ``none`` the defended and undefended predictions coincide. ``l2``
-    and ``linf`` measure the perturbation; ``seconds`` is this image's share of
+    and ``linf`` measure the perturbation; ``defence_ms`` is the defence's
+    time on this image (its share of the batch), ``seconds`` this image's share of
     its batch's wall time.
     """
 
@@ -69,6 +71,7 @@ class ResultRow:
     l2: float
     linf: float
     seconds: float
+    defence_ms: float
 
 
 _COLUMNS = list(ResultRow.__dataclass_fields__)

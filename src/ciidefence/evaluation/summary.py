@@ -48,6 +48,7 @@ class Cell:
     median_l2: float
     median_linf: float
     seconds_per_image: float
+    defence_ms: float
 
     @property
     def is_sanity(self) -> bool:
@@ -69,7 +70,7 @@ def cells(rows: list[dict]) -> list[Cell]:
             *key, len(members), correct, correct / len(members), low, high,
             sum(r["pred_adv"] == r["label"] for r in members) / len(members),
             statistics.median(r["l2"] for r in members), statistics.median(r["linf"] for r in members),
-            statistics.fmean(r["seconds"] for r in members),
+            statistics.fmean(r["seconds"] for r in members), statistics.fmean(r["defence_ms"] for r in members),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
@@ -194,10 +195,11 @@ def markdown(table: list[Cell], checks: list[Check], config: dict | None) -> str
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
               "| median L2 | median L-inf | s/img | images |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    labels = defence_labels(table)
     for c in table:
         attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title + (" (sanity)" if c.is_sanity else "")
         lines.append(
-            f"| {c.defence} | {c.threat} | {attack} | {_params_text(c.attack_params)} | {c.eps_label} | "
+            f"| {labels[(c.defence, c.defence_hash)]} | {c.threat} | {attack} | {_params_text(c.attack_params)} | {c.eps_label} | "
             f"{_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} | {_percent(c.undefended_accuracy)} "
             f"| {c.median_l2:.3f} | {c.median_linf:.4f} | {c.seconds_per_image:.2f} | {c.images} |"
         )
@@ -205,27 +207,74 @@ def markdown(table: list[Cell], checks: list[Check], config: dict | None) -> str
     return "\n".join(lines) + "\n"
 
 
-def _pivot(table: list[Cell]) -> list[str]:
-    columns = []
+def _column(cell: Cell) -> tuple:
+    return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat)
+
+
+def _column_title(column: tuple) -> str:
+    if column == ("clean",):
+        return "clean"
+    attack, eps, threat = column
+    return " ".join(part for part in (ATTACKS[attack].title, eps if eps != "-" else "", threat) if part)
+
+
+def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
+    """A display label per (defence, hash): the name, or ``name@hash`` where a name has several hashes."""
+    hashes = defaultdict(list)
     for c in table:
-        if c.is_sanity:
-            continue
-        column = ("clean",) if c.threat == "clean" else (c.attack, c.eps_label, c.threat)
-        if column not in columns:
-            columns.append(column)
-    values = {(c.defence, ("clean",) if c.threat == "clean" else (c.attack, c.eps_label, c.threat)): c
-              for c in table if not c.is_sanity}
-    defences = list(dict.fromkeys(c.defence for c in table))
-    header = ["defence"] + [
-        "clean" if col == ("clean",) else f"{ATTACKS[col[0]].title} {col[1] if col[1] != '-' else ''} {col[2]}".replace("  ", " ")
-        for col in columns
-    ]
+        if c.defence_hash not in hashes[c.defence]:
+            hashes[c.defence].append(c.defence_hash)
+    return {(name, digest): name if len(found) == 1 else f"{name}@{digest[:6]}"
+            for name, found in hashes.items() for digest in found}
+
+
+def pivot(table: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, int], Cell], dict[str, float]]:
+    """Rows (defence labels), column titles, cells by (row, column index), and each row's defence ms/img."""
+    table = [c for c in table if not c.is_sanity]
+    columns = list(dict.fromkeys(_column(c) for c in table))
+    labels = defence_labels(table)
+    rows = list(dict.fromkeys(labels[(c.defence, c.defence_hash)] for c in table))
+    values = {(labels[(c.defence, c.defence_hash)], columns.index(_column(c))): c for c in table}
+    cost = defaultdict(list)
+    for c in table:
+        cost[labels[(c.defence, c.defence_hash)]].append(c.defence_ms)
+    return rows, [_column_title(col) for col in columns], values, {k: statistics.fmean(v) for k, v in cost.items()}
+
+
+def _pivot(table: list[Cell]) -> list[str]:
+    rows, titles, values, cost = pivot(table)
+    header = ["defence", *titles, "defence ms/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for defence in defences:
-        cells_text = [_percent(values[(defence, col)].accuracy) if (defence, col) in values else "n/a"
-                      for col in columns]
-        lines.append("| " + " | ".join([defence, *cells_text]) + " |")
+    for row in rows:
+        cells_text = [_percent(values[(row, i)].accuracy) if (row, i) in values else "n/a"
+                      for i in range(len(titles))]
+        lines.append("| " + " | ".join([row, *cells_text, f"{cost[row]:.1f}"]) + " |")
     return lines
+
+
+def plot_table(table: list[Cell], path: Path) -> None:
+    """The at-a-glance table as a heat map: a row per defence, a column per attack setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows, titles, values, cost = pivot(table)
+    grid = np.full((len(rows), len(titles)), np.nan)
+    for (row, column), cell in values.items():
+        grid[rows.index(row), column] = 100 * cell.accuracy
+    figure, axis = plt.subplots(figsize=(1.2 + 0.95 * len(titles), 0.9 + 0.42 * len(rows)), layout="constrained")
+    axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (r, c), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            axis.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                      color="white" if value < 60 else "black")
+    axis.set_xticks(range(len(titles)), [t.replace(" ", "\n", 1) for t in titles], fontsize=7)
+    axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
+    axis.set_title("Top-1 accuracy (%) of each defence; defence cost per image in brackets", fontsize=9)
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
 
 
 def plot(table: list[Cell], path: Path) -> None:
@@ -262,7 +311,7 @@ def plot(table: list[Cell], path: Path) -> None:
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Rebuild summary.md, summary.csv, summary.json and accuracy_vs_eps.png from the database."""
+    """Rebuild summary.md, summary.csv, summary.json and the two plots from the database."""
     run_dir = Path(run_dir)
     store = ResultStore(run_dir / "results.sqlite")
     try:
@@ -273,7 +322,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     config = json.loads(stored) if stored else None
     table = cells(rows)
     checks = sanity_checks(table)
-    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png")}
+    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png",
+                                                "accuracy_table.png")}
     paths["summary.md"].write_text(markdown(table, checks, config))
     with open(paths["summary.csv"], "w", newline="") as handle:
         fields = list(Cell.__dataclass_fields__) + ["is_sanity"]
@@ -287,6 +337,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "sanity_checks": [asdict(c) for c in checks],
     }, indent=2))
     plot(table, paths["accuracy_vs_eps.png"])
+    plot_table(table, paths["accuracy_table.png"])
     return paths
 
 

@@ -1,0 +1,199 @@
+"""Searching CIIDefence's parameters: grid and random points, scores, the Pareto front."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..defences import CIIDefenceConfig
+from ..errors import ConfigError
+from .store import ResultStore
+from .summary import Cell, cells
+
+_FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
+CLEAN_TOLERANCE = 0.02
+
+
+def _parse_value(name: str, text: str):
+    default = _FIELDS[name].default
+    if text.lower() == "none" and default is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int) or name == "wavelet_levels":
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"--grid {name}: {text!r} is not a valid value") from None
+    return text
+
+
+def parse_grid(specs: tuple[str, ...]) -> dict[str, list]:
+    """``("top_k=1,3", "sigma=0.01,0.02")`` to ``{"top_k": [1, 3], "sigma": [0.01, 0.02]}``."""
+    grid: dict[str, list] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"--grid {spec!r}: unknown parameter; choose from: {', '.join(_FIELDS)}")
+        if not values.strip():
+            raise ConfigError(f"--grid {spec!r}: expected NAME=V1,V2,...")
+        grid[name] = list(dict.fromkeys(_parse_value(name, v.strip()) for v in values.split(",") if v.strip()))
+    return grid
+
+
+def sweep_points(base: CIIDefenceConfig, grid: dict[str, list], samples: int | None = None,
+                 seed: int = 0) -> list[dict]:
+    """Every grid point (or ``samples`` of them drawn without replacement), as full configurations.
+
+    Each point is ``base`` with the grid's values; invalid combinations raise
+    :class:`ConfigError`.
+    """
+    names = list(grid)
+    combos = list(itertools.product(*(grid[n] for n in names))) if names else [()]
+    if samples is not None and samples < len(combos):
+        combos = random.Random(seed).sample(combos, samples)
+    points = [dataclasses.replace(base, **dict(zip(names, combo))).to_dict() for combo in combos]
+    return list({json.dumps(p, sort_keys=True): p for p in points}.values())
+
+
+@dataclass(frozen=True)
+class Score:
+    """One defence's clean and gray-box robust accuracy in a sweep."""
+
+    label: str
+    defence: str
+    params: dict
+    clean: float
+    robust: dict[str, float]
+    defence_ms: float
+
+    @property
+    def mean_robust(self) -> float:
+        return statistics.fmean(self.robust.values()) if self.robust else float("nan")
+
+
+def scores(table: list[Cell], rows: list[dict]) -> list[Score]:
+    """A :class:`Score` per defence configuration found in a run's cells."""
+    params = {r["defence_hash"]: json.loads(r["defence_config"]) for r in rows}
+    by_hash: dict[str, list[Cell]] = {}
+    for cell in table:
+        if not cell.is_sanity:
+            by_hash.setdefault(cell.defence_hash, []).append(cell)
+    found = []
+    for digest, members in by_hash.items():
+        clean = next((c.accuracy for c in members if c.threat == "clean"), float("nan"))
+        robust = {f"{c.attack} {c.eps_label}": c.accuracy for c in members if c.threat == "graybox"}
+        name = members[0].defence
+        label = name if name != "ciid" else f"ciid@{digest[:6]}"
+        found.append(Score(label, name, params.get(digest, {}), clean, robust,
+                           statistics.fmean(c.defence_ms for c in members)))
+    return found
+
+
+def pareto_front(points: list[Score]) -> list[Score]:
+    """The points no other point beats on both clean and mean robust accuracy, by clean accuracy."""
+    front = [p for p in points
+             if not any(q.clean >= p.clean and q.mean_robust >= p.mean_robust
+                        and (q.clean > p.clean or q.mean_robust > p.mean_robust) for q in points)]
+    return sorted(front, key=lambda p: p.clean)
+
+
+def best_within(points: list[Score], undefended_clean: float, tolerance: float = CLEAN_TOLERANCE) -> Score | None:
+    """The CIIDefence point of highest mean robust accuracy whose clean accuracy is within ``tolerance``."""
+    eligible = [p for p in points if p.defence == "ciid" and p.clean >= undefended_clean - tolerance - 1e-9]
+    return max(eligible, key=lambda p: (p.mean_robust, p.clean), default=None)
+
+
+def _varying(points: list[Score]) -> list[str]:
+    ciid = [p.params for p in points if p.defence == "ciid"]
+    return [name for name in _FIELDS if len({json.dumps(p.get(name)) for p in ciid}) > 1]
+
+
+def sweep_markdown(points: list[Score], undefended: Score | None, chosen: Score | None) -> str:
+    attacks = list(dict.fromkeys(k for p in points for k in p.robust))
+    varying = _varying(points)
+    lines = ["# Sweep of CIIDefence's parameters", "",
+             "Clean and gray-box robust top-1 accuracy of every point and every other defence in the run; "
+             "robust accuracy is the mean over the attack columns. A * marks the Pareto front.", ""]
+    if undefended is not None:
+        lines.append(f"Undefended clean accuracy: {undefended.clean:.1%}.")
+    if chosen is not None:
+        lines.append(f"Best point within {CLEAN_TOLERANCE:.0%} of it: **{chosen.label}** "
+                     f"({', '.join(f'{k}={chosen.params[k]}' for k in varying)}), clean {chosen.clean:.1%}, "
+                     f"mean robust {chosen.mean_robust:.1%}.")
+    else:
+        lines.append(f"No CIIDefence point is within {CLEAN_TOLERANCE:.0%} of the undefended clean accuracy.")
+    front = {p.label for p in pareto_front(points)}
+    header = ["defence", *varying, "clean", *attacks, "mean robust", "ms/img"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for p in sorted(points, key=lambda p: (-p.mean_robust if p.robust else 0, -p.clean)):
+        settings = [str(p.params.get(k, "")) if p.defence == "ciid" else "" for k in varying]
+        lines.append("| " + " | ".join([p.label + (" *" if p.label in front else ""), *settings,
+                                         f"{p.clean:.1%}", *(f"{p.robust.get(a, float('nan')):.1%}" for a in attacks),
+                                         f"{p.mean_robust:.1%}", f"{p.defence_ms:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) -> None:
+    """Clean against mean robust accuracy: sweep points grey, the front as a line, other defences labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    sweep = [p for p in points if p.defence == "ciid"]
+    axis.scatter([100 * p.clean for p in sweep], [100 * p.mean_robust for p in sweep], s=18, color="0.6",
+                 label="CIIDefence sweep points")
+    front = pareto_front(points)
+    axis.plot([100 * p.clean for p in front], [100 * p.mean_robust for p in front], "-", color="tab:blue",
+              lw=1, label="Pareto front (all defences)")
+    for p in points:
+        if p.defence != "ciid":
+            axis.scatter(100 * p.clean, 100 * p.mean_robust, marker="D", s=30)
+            axis.annotate(p.label, (100 * p.clean, 100 * p.mean_robust), fontsize=7, xytext=(4, 3),
+                          textcoords="offset points")
+    if chosen is not None:
+        axis.scatter(100 * chosen.clean, 100 * chosen.mean_robust, marker="*", s=160, color="tab:red",
+                     label=f"chosen: {chosen.label}", zorder=3)
+    undefended = next((p for p in points if p.defence == "none"), None)
+    if undefended is not None:
+        axis.axvline(100 * (undefended.clean - CLEAN_TOLERANCE), color="tab:red", ls=":", lw=1,
+                     label=f"undefended clean - {100 * CLEAN_TOLERANCE:.0f} points")
+    axis.set_xlabel("clean top-1 accuracy (%)")
+    axis.set_ylabel("mean gray-box robust top-1 accuracy (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def write_sweep_report(run_dir: str | Path) -> dict[str, Path]:
+    """sweep.md, sweep.json and pareto.png, rebuilt from the run's database."""
+    run_dir = Path(run_dir)
+    store = ResultStore(run_dir / "results.sqlite")
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    points = scores(cells(rows), rows)
+    undefended = next((p for p in points if p.defence == "none"), None)
+    chosen = best_within(points, undefended.clean) if undefended else None
+    paths = {name: run_dir / name for name in ("sweep.md", "sweep.json", "pareto.png")}
+    paths["sweep.md"].write_text(sweep_markdown(points, undefended, chosen))
+    paths["sweep.json"].write_text(json.dumps({
+        "points": [{**dataclasses.asdict(p), "mean_robust": p.mean_robust} for p in points],
+        "chosen": chosen.params if chosen else None,
+    }, indent=2))
+    plot_pareto(points, paths["pareto.png"], chosen)
+    return paths
