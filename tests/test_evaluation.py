@@ -238,3 +238,27 @@ def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
     with pytest.raises(ConfigError, match="not among --attacks"):
         RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False, defences=("none",),
                   ciid={}, attacks=("fgsm",), bpda_attacks=("cw",))
+
+
+def test_plan_gives_each_defence_only_the_approximations_it_has_and_the_chosen_bpda_budgets():
+    from ciidefence.evaluation import RunConfig
+
+    config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                       defences=("none", "ciid", "jpeg", "random-resize-pad"), ciid={}, attacks=("pgd",),
+                       threats=("graybox", "bpda"), eps=(2 / 255, 4 / 255), bpda_eps=(4 / 255,), sanity=False)
+    bpda = {(e.defence, e.threat, e.eps_label) for e in config.experiments() if e.threat.startswith("bpda")}
+    assert bpda == {("ciid", "bpda-identity", "4/255"), ("ciid", "bpda-differentiable", "4/255"),
+                    ("jpeg", "bpda-identity", "4/255"), ("random-resize-pad", "bpda-identity", "4/255"),
+                    ("random-resize-pad", "bpda-differentiable", "4/255")}
+    with pytest.raises(ConfigError, match="unknown defence"):
+        RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                  defences=("none", "quilting"), ciid={}, attacks=("pgd",))
+
+
+def test_paper_preset_plans_every_defence_and_keeps_options_given(data_dir, tmp_path):
+    result = evaluate(data_dir, tmp_path / "run", "--preset", "paper", "--limit", "1", "--eot", "2",
+                      "--attacks", "fgsm,pgd", "--dry-run")
+    for name in ("ciid-random-boxes", "pixel-deflection", "tvm", "random-resize-pad"):
+        assert f"pgd eps 4/255 bpda-identity on {name}" in result.stdout
+    assert "pgd eps 2/255 bpda" not in result.stdout
+    assert "deepfool" not in result.stdout  # --attacks given, so the preset's list is not used

@@ -1,0 +1,59 @@
+"""The parameter sweep: grids, the Pareto front, the chosen point, and the command end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_evaluation import data_dir  # noqa: F401  (the fixture)
+
+from ciidefence import CIIDefenceConfig
+from ciidefence.errors import ConfigError
+from ciidefence.evaluation.sweep import Score, best_within, pareto_front, parse_grid, sweep_points
+
+
+def test_grid_values_take_each_parameter_type():
+    grid = parse_grid(("top_k=1,3", "sigma=0.01", "wavelet=db1,db2", "denoise=false", "wavelet_levels=none,2"))
+    assert grid == {"top_k": [1, 3], "sigma": [0.01], "wavelet": ["db1", "db2"], "denoise": [False],
+                    "wavelet_levels": [None, 2]}
+    for bad in ("top_k=x", "colour=1", "sigma=", "denoise=maybe"):
+        with pytest.raises(ConfigError):
+            parse_grid((bad,))
+
+
+def test_points_are_the_grid_or_a_seeded_sample_of_it():
+    grid = parse_grid(("top_k=1,2,3", "sigma=0.01,0.02"))
+    base = CIIDefenceConfig(peaks=1)
+    points = sweep_points(base, grid)
+    assert len(points) == 6 and all(p["peaks"] == 1 for p in points)
+    sample = sweep_points(base, grid, samples=3, seed=5)
+    assert len(sample) == 3 and sample == sweep_points(base, grid, samples=3, seed=5)
+    with pytest.raises(ConfigError):
+        sweep_points(base, parse_grid(("sigma=-1",)))
+
+
+def score(label, clean, robust, defence="ciid"):
+    return Score(label, defence, {}, clean, {"pgd": robust}, 1.0)
+
+
+def test_pareto_front_and_the_best_point_within_two_points():
+    points = [score("a", 0.88, 0.10), score("b", 0.86, 0.30), score("c", 0.80, 0.50), score("d", 0.79, 0.40),
+              score("jpeg", 0.85, 0.35, "jpeg"), score("none", 0.88, 0.0, "none")]
+    assert [p.label for p in pareto_front(points)] == ["c", "jpeg", "b", "a"]
+    assert best_within(points, undefended_clean=0.88).label == "b"
+    assert best_within(points, undefended_clean=0.95) is None
+
+
+def test_sweep_command_scores_points_and_rivals_on_the_same_attacks(data_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "ciidefence.cli.main", "sweep", "--data", str(data_dir), "--out", str(out),
+               "--limit", "2", "--grid", "top_k=1,2", "--rivals", "jpeg", "--attacks", "fgsm"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "sweep.json").read_text())
+    labels = [p["label"] for p in summary["points"]]
+    assert "none" in labels and "jpeg" in labels and sum(label.startswith("ciid@") for label in labels) == 2
+    assert all(set(p["robust"]) == {"fgsm 2/255"} for p in summary["points"])
+    assert (out / "pareto.png").stat().st_size > 0
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
