@@ -46,7 +46,7 @@ def test_pixels_outside_the_mask_are_untouched(method, photo, scripted):
     assert 0 <= float(filled.min()) and float(filled.max()) <= 1
 
 
-@pytest.mark.parametrize("method", ["telea", "navier-stokes", "biharmonic"])
+@pytest.mark.parametrize("method", ["telea", "navier-stokes", "biharmonic", "harmonic"])
 def test_a_flat_image_is_filled_with_its_colour(method):
     images = torch.full((1, 3, 40, 40), 0.4)
     images[..., 10:20, 10:20] = 1.0  # the content to erase
@@ -82,3 +82,38 @@ def test_learned_inpainter_errors(scripted, tmp_path):
 def test_unknown_inpainter():
     with pytest.raises(ConfigError, match="unknown inpainter"):
         inpaint(torch.rand(1, 3, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool), "photoshop")
+
+
+def test_harmonic_fill_of_a_linear_ramp_is_the_ramp():
+    from ciidefence.inpainting import inpaint_harmonic
+
+    ramp = torch.linspace(0, 1, 48).expand(1, 3, 40, 48).contiguous()
+    masks = torch.zeros(1, 40, 48, dtype=torch.bool)
+    masks[0, 15:24, 20:29] = True
+    filled = inpaint_harmonic(ramp, masks, iterations=200)
+    assert (filled - ramp).abs().max() < 2e-3  # a linear function is harmonic: the exact fill
+
+
+def test_harmonic_fill_is_close_to_telea_on_a_photo(photo):
+    from ciidefence.inpainting import inpaint_harmonic, inpaint_telea
+
+    masks = torch.zeros(1, *photo.shape[-2:], dtype=torch.bool)
+    masks[0, 100:117, 120:137] = True
+    error = (inpaint_harmonic(photo, masks) - inpaint_telea(photo, masks)).abs()[:, :, masks[0]]
+    assert error.mean() < 0.05
+
+
+@pytest.mark.parametrize("method", ["telea", "navier-stokes"])
+def test_filling_only_around_the_holes_equals_filling_the_whole_image(method, photo):
+    import cv2
+
+    from ciidefence.arrays import fill_each
+    from ciidefence.inpainting.opencv import _cv2_inpaint
+
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    masks = torch.zeros(1, *photo.shape[-2:], dtype=torch.bool)
+    masks[0, 100:117, 120:137] = True
+    masks[0, 0:17, 5:22] = True  # touching the border
+    cropped = fill_each(photo, masks, lambda image, mask: _cv2_inpaint(image, mask, 3.0, flag))
+    whole = fill_each(photo, masks, lambda image, mask: _cv2_inpaint(image, mask, 3.0, flag), margin=10**6)
+    assert torch.equal(cropped, whole)

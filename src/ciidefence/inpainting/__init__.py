@@ -12,10 +12,11 @@ import torch
 
 from ..errors import ConfigError
 from .biharmonic import inpaint_biharmonic
+from .harmonic import inpaint_harmonic
 from .learned import inpaint_learned, load_inpainter
 from .opencv import inpaint_navier_stokes, inpaint_telea
 
-INPAINTERS = ("telea", "navier-stokes", "biharmonic", "learned")
+INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "learned")
 
 
 def inpaint(
@@ -27,7 +28,8 @@ def inpaint(
 ) -> torch.Tensor:
     """Inpaint with the backend named ``method`` (one of :data:`INPAINTERS`).
 
-    ``radius`` applies to the OpenCV backends, ``model_path`` (required) to
+    ``"harmonic"`` is torch-native and runs batched on the images' device;
+    the others run on the CPU. ``radius`` applies to the OpenCV backends, ``model_path`` (required) to
     ``"learned"``.
     """
     if method == "telea":
@@ -36,6 +38,8 @@ def inpaint(
         return inpaint_navier_stokes(images, masks, radius)
     if method == "biharmonic":
         return inpaint_biharmonic(images, masks)
+    if method == "harmonic":
+        return inpaint_harmonic(images, masks)
     if method == "learned":
         if model_path is None:
             raise ConfigError("the learned inpainter needs a TorchScript model path")
@@ -47,6 +51,7 @@ __all__ = [
     "INPAINTERS",
     "inpaint",
     "inpaint_biharmonic",
+    "inpaint_harmonic",
     "inpaint_learned",
     "inpaint_navier_stokes",
     "inpaint_telea",

@@ -46,21 +46,20 @@ def select_peaks(
     """
     if num_peaks < 1 or min_distance < 1:
         raise ConfigError("num_peaks and min_distance must be at least 1")
-    batch, count, height, width = maps.shape
+    height, width = maps.shape[-2:]
     is_peak = (maps == F.max_pool2d(maps, 3, stride=1, padding=1)) & (maps > 0)
-    candidates = torch.where(is_peak, maps, -math.inf).flatten(2)
-    rows = torch.arange(height, device=maps.device).repeat_interleave(width)
-    cols = torch.arange(width, device=maps.device).repeat(height)
+    candidates = torch.where(is_peak, maps, -math.inf)
+    rows = torch.arange(height, device=maps.device)
+    cols = torch.arange(width, device=maps.device)
     peaks, valid = [], []
     for _ in range(num_peaks):
-        value, index = candidates.max(dim=2)
-        row, col = rows[index], cols[index]
+        value, index = candidates.flatten(2).max(dim=2)
+        row, col = index // width, index % width
         peaks.append(torch.stack((row, col), dim=-1))
         valid.append(value > -math.inf)
-        near = ((rows - row[..., None]).abs() < min_distance) & (
-            (cols - col[..., None]).abs() < min_distance
-        )
-        candidates = candidates.masked_fill(near, -math.inf)
+        near_rows = (rows - row[..., None]).abs() < min_distance  # (B, M, H)
+        near_cols = (cols - col[..., None]).abs() < min_distance  # (B, M, W)
+        candidates = candidates.masked_fill(near_rows[..., :, None] & near_cols[..., None, :], -math.inf)
     peaks_t = torch.stack(peaks, dim=2)
     valid_t = torch.stack(valid, dim=2)
     return peaks_t * valid_t[..., None], valid_t
