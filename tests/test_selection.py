@@ -66,3 +66,12 @@ def test_boxes_map_back_through_the_view_geometry():
     # input pixels are half the size of image pixels, with a crop offset of 10 columns
     boxes = peaks_to_boxes(torch.tensor([[[4, 4]]]), half_width=1, scale=0.5, top=0, left=10)
     assert boxes[0, 0].tolist() == [6.0, 26.0, 12.0, 32.0]
+
+
+def test_the_shifted_max_filter_equals_max_pooling():
+    import torch.nn.functional as F
+
+    from ciidefence.regions.selection import _max_filter3
+
+    maps = torch.randn(2, 3, 17, 23)
+    assert torch.equal(_max_filter3(maps), F.max_pool2d(maps, 3, stride=1, padding=1))

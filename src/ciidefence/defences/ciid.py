@@ -18,7 +18,7 @@ import pywt
 import torch
 from torch import nn
 
-from ..denoising import wavelet_denoise, wavelet_denoise_torch
+from ..denoising import wavelet_denoise_torch
 from ..denoising.wavelet import check_shrinkage
 from ..errors import ConfigError
 from ..fusion import FUSIONS, fuse
@@ -240,10 +240,8 @@ def purify(
             ) if mask.any() else images
         if not config.denoise:
             return Purification(inpainted, inpainted, images, mask, boxes, valid, evidence)
-        # Same shrinkage either way (tested to 1e-4): scikit-image is faster on the CPU, ptwt runs on GPUs.
-        denoiser = wavelet_denoise if images.device.type == "cpu" else wavelet_denoise_torch
         with _timed(timings, "denoise"):
-            denoised = denoiser(
+            denoised = wavelet_denoise_torch(
                 images if config.fusion == "mask" else inpainted,
                 config.sigma, config.wavelet, config.wavelet_levels, config.threshold,
             )

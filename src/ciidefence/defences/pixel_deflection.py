@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..denoising import wavelet_denoise, wavelet_denoise_torch
+from ..denoising import wavelet_denoise_torch
 from ..denoising.wavelet import check_shrinkage
 from ..errors import ConfigError
 from ..models.base import Classifier
@@ -128,7 +128,7 @@ class PixelDeflection(nn.Module):
         with torch.no_grad():
             relevance = robust_activation_map(self.classifier, images, self.top_k)
             deflected = deflect_pixels(images, relevance, self.deflections, self.window)
-            return wavelet_denoise(deflected, self.sigma, self.wavelet, None, "bayes")
+            return wavelet_denoise_torch(deflected, self.sigma, self.wavelet, None, "bayes")
 
     def differentiable_approximation(self, images: torch.Tensor) -> torch.Tensor:
         """Identity through the deflections, exact gradients through a torch wavelet shrinkage."""

@@ -86,7 +86,7 @@ SPECS = (
     DefenceSpec("median", "median smoothing (Xu et al. 2018)", lambda _, p: median_smoothing(**p),
                 {"window_size": 3}),
     DefenceSpec("tvm", "total-variance minimisation (Guo et al. 2018)",
-                lambda _, p: total_variance_minimization(**p), {"prob": 0.3, "lamb": 0.5, "max_iter": 10},
+                lambda _, p: total_variance_minimization(**p), {"prob": 0.3, "lamb": 0.03, "max_iter": 10},
                 randomised=True),
     DefenceSpec("random-resize-pad", "random resize and pad (Xie et al. 2018)",
                 lambda _, p: RandomResizePad(**p), {"max_ratio": 331 / 299}, randomised=True, differentiable=True),

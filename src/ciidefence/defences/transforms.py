@@ -73,7 +73,7 @@ def median_smoothing(window_size: int = 3) -> ARTTransform:
     return ARTTransform(SpatialSmoothing(window_size=window_size, channels_first=True, clip_values=(0.0, 1.0)))
 
 
-def total_variance_minimization(prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10) -> ARTTransform:
+def total_variance_minimization(prob: float = 0.3, lamb: float = 0.03, max_iter: int = 10) -> ARTTransform:
     """Reconstruct each image from a random ``prob`` share of its pixels with a TV prior (ART's ``TotalVarMin``).
 
     Random by design: each call keeps different pixels.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from skimage.restoration import denoise_wavelet
 
-from ..arrays import from_numpy_images, map_images, to_numpy_images
+from ..arrays import from_numpy_images, to_numpy_images
 from ..errors import ConfigError
 
 THRESHOLDS = ("bayes", "visu")
@@ -31,8 +30,7 @@ def wavelet_denoise(
     """Soft-threshold wavelet shrinkage of each image, in YCbCr.
 
     A thin wrapper of :func:`skimage.restoration.denoise_wavelet` with
-    ``mode="soft"`` and ``convert2ycbcr=True``, applied image by image across
-    all cores.
+    ``mode="soft"`` and ``convert2ycbcr=True``, applied image by image.
 
     Parameters
     ----------
@@ -61,8 +59,9 @@ def wavelet_denoise(
     CVPR 2018.
     """
     check_shrinkage(sigma, threshold)
-    def denoise(image: np.ndarray) -> np.ndarray:
-        return denoise_wavelet(
+    arrays = to_numpy_images(images)
+    for image in arrays:
+        image[...] = denoise_wavelet(
             image,
             sigma=sigma,
             wavelet=wavelet,
@@ -73,5 +72,4 @@ def wavelet_denoise(
             rescale_sigma=True,
             channel_axis=-1,
         )
-
-    return from_numpy_images(np.stack(map_images(denoise, to_numpy_images(images))), images)
+    return from_numpy_images(arrays, images)

@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 
 
+def _max_filter3(maps: torch.Tensor) -> torch.Tensor:
+    """The maximum over each pixel's 3 x 3 neighbourhood (``max_pool2d(maps, 3, 1, 1)``, several times faster on CPUs)."""
+    padded = F.pad(maps, (1, 1, 1, 1), value=-math.inf)
+    rows = torch.maximum(torch.maximum(padded[..., :, :-2], padded[..., :, 1:-1]), padded[..., :, 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def select_peaks(
     maps: torch.Tensor, num_peaks: int, min_distance: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +54,7 @@ def select_peaks(
     if num_peaks < 1 or min_distance < 1:
         raise ConfigError("num_peaks and min_distance must be at least 1")
     height, width = maps.shape[-2:]
-    is_peak = (maps == F.max_pool2d(maps, 3, stride=1, padding=1)) & (maps > 0)
+    is_peak = (maps == _max_filter3(maps)) & (maps > 0)
     candidates = torch.where(is_peak, maps, -math.inf)
     rows = torch.arange(height, device=maps.device)
     cols = torch.arange(width, device=maps.device)
