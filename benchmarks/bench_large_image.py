@@ -11,7 +11,6 @@ image (issue target: under 2 GiB).
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,22 +28,30 @@ def main() -> None:
     parser.add_argument("--inpainter", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
+        original = sample_images(1)[0][0]
+        small = run_purify(original, Path(folder) / "small", args.inpainter)
         source = Path(folder) / "large.jpg"
-        with Image.open(sample_images(1)[0][0]) as image:
+        with Image.open(original) as image:
             image.convert("RGB").resize((args.width, args.height), Image.Resampling.LANCZOS).save(source, quality=92)
-        command = [sys.executable, "-m", "ciidefence.cli.main", "purify", str(source), "--out", folder]
-        if args.inpainter:
-            command += ["--inpainter", args.inpainter]
-        started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - started
-        with Image.open(Path(folder) / "large.png") as result:
+        large = run_purify(source, Path(folder) / "large", args.inpainter)
+        with Image.open(Path(folder) / "large" / "large.png") as result:
             size = result.size
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"purified {args.width} x {args.height} -> {size[0]} x {size[1]} in {seconds:.1f} s "
+    print(f"baseline, the same command on {original.name}: {small[1]:.0f} MiB peak, {small[0]:.1f} s")
+    print(f"purified {args.width} x {args.height} -> {size[0]} x {size[1]} in {large[0]:.1f} s "
           f"(whole command, model load included)")
-    print(f"peak resident memory of the command: {peak:.0f} MiB ({peak / 1024:.2f} GiB; target < 2 GiB)")
+    print(f"peak resident memory of the command: {large[1]:.0f} MiB ({large[1] / 1024:.2f} GiB; target < 2 GiB)")
 
+
+def run_purify(path: Path, out: Path, inpainter: str | None) -> tuple[float, float]:
+    """Seconds and peak resident MiB of ``ciid purify PATH --out OUT`` in a fresh child process."""
+    command = [sys.executable, "-m", "ciidefence.cli.main", "purify", str(path), "--out", str(out)]
+    if inpainter:
+        command += ["--inpainter", inpainter]
+    script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", script, *command], check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, int(result.stdout.split()[-1]) / 1024
 
 if __name__ == "__main__":
     main()

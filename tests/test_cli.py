@@ -35,6 +35,17 @@ def test_classify_json_compares_defences_and_reports_accuracy(sample_paths):
     assert document["accuracy"]["none"][1] == 2
 
 
+def test_classify_compares_rival_defences_and_purify_writes_one(tmp_path, sample_paths):
+    result = ciid("classify", sample_paths[0], "--defence", "none,jpeg,pixel-deflection,ciid-k1", "--json")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)["results"][0]["predictions"]
+    assert set(predictions) == {"none", "jpeg", "pixel-deflection", "ciid-k1"}
+    result = ciid("purify", sample_paths[0], "--defence", "median", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = Image.open(tmp_path / f"{sample_paths[0].stem}.png")
+    assert written.size == Image.open(sample_paths[0]).size
+
+
 def test_classify_text_with_a_bad_file_among_good_ones(tmp_path, sample_paths):
     (tmp_path / "broken.jpg").write_bytes(sample_paths[0].read_bytes()[:500])
     result = ciid("classify", sample_paths[0], tmp_path / "broken.jpg", sample_paths[1], "--defence", "none")
@@ -75,7 +86,9 @@ def test_explain_writes_a_figure(tmp_path, sample_paths):
     (["classify", "IMAGE", "--model", "resnet50", "--checkpoint", "MISSING.pt"], 2, "no such checkpoint"),
     (["classify", "IMAGE", "--max-pixels", "1000"], 1, "more than the limit"),
     (["purify", "IMAGE"], 2, "--out"),
+    (["purify", "IMAGE", "--out", "OUT", "--defence", "none"], 2, "'none' is not one of"),
+    (["explain", "IMAGE", "--out", "OUT/f.png", "--regions", "random"], 2, "use --regions cam"),
 ])
-def test_bad_input_gives_one_line_and_non_zero_exit(args, code, text, sample_paths):
-    args = [str(sample_paths[0]) if a == "IMAGE" else a for a in args]
+def test_bad_input_gives_one_line_and_non_zero_exit(args, code, text, sample_paths, tmp_path):
+    args = [str(sample_paths[0]) if a == "IMAGE" else a.replace("OUT", str(tmp_path)) for a in args]
     assert_one_line_error(ciid(*args), code, text)
