@@ -204,7 +204,7 @@ def test_wilson_interval():
 
 def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}'):
     return Cell("m", defence, "h", attack, params, eps, format_eps(eps), threat, 100, int(100 * accuracy),
-                accuracy, 0, 1, 0, 0, 0, 0)
+                accuracy, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
