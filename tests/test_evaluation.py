@@ -262,3 +262,17 @@ def test_paper_preset_plans_every_defence_and_keeps_options_given(data_dir, tmp_
         assert f"pgd eps 4/255 bpda-identity on {name}" in result.stdout
     assert "pgd eps 2/255 bpda" not in result.stdout
     assert "deepfool" not in result.stdout  # --attacks given, so the preset's list is not used
+
+
+def test_a_database_from_before_defence_times_still_opens(tmp_path):
+    from ciidefence.evaluation import ResultStore
+    from ciidefence.evaluation.store import SCHEMA
+
+    old_schema = SCHEMA.replace("    defence_ms       REAL    NOT NULL,\n", "")
+    with sqlite3.connect(tmp_path / "old.sqlite") as connection:
+        connection.executescript(old_schema)
+        connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'none', 'clean', '{}', NULL, "
+                           "'-', 'clean', 1, 1, 1, 1, 0, 0, 0.5)")
+    store = ResultStore(tmp_path / "old.sqlite")
+    assert store.rows()[0]["defence_ms"] == 0
+    store.close()

@@ -57,3 +57,9 @@ def test_sweep_command_scores_points_and_rivals_on_the_same_attacks(data_dir, tm
     assert (out / "pareto.png").stat().st_size > 0
     again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_tie_in_robustness_up_to_rounding_is_dominated_by_higher_clean_accuracy():
+    tied = Score("a", "ciid", {}, 0.870, {"fgsm": 0.166, "bim": 0.034}, 1.0)
+    better = Score("b", "bit-depth", {}, 0.886, {"fgsm": 0.182, "bim": 0.018}, 1.0)
+    assert [p.label for p in pareto_front([tied, better])] == ["b"]

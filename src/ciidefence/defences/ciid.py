@@ -71,11 +71,11 @@ class CIIDefenceConfig:
 
     top_k: int = 3
     peaks: int = 2
-    half_width: int = 8
+    half_width: int = 4
     inpainter: str = "telea"
     inpaint_radius: float = 3.0
     inpainter_model: str | None = None
-    sigma: float = 0.04
+    sigma: float = 0.015
     wavelet: str = "db2"
     wavelet_levels: int | None = None
     threshold: str = "bayes"

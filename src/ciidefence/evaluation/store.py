@@ -85,6 +85,10 @@ class ResultStore:
         self.connection = sqlite3.connect(self.path)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.executescript(SCHEMA)
+        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
+        if "defence_ms" not in columns:  # a database written before defence times were recorded
+            with self.connection:
+                self.connection.execute("ALTER TABLE results ADD COLUMN defence_ms REAL NOT NULL DEFAULT 0")
 
     def write(self, rows: list[ResultRow]) -> None:
         """Insert rows in one transaction: all of them, or none if the process dies."""

@@ -102,9 +102,11 @@ def scores(table: list[Cell], rows: list[dict]) -> list[Score]:
 
 def pareto_front(points: list[Score]) -> list[Score]:
     """The points no other point beats on both clean and mean robust accuracy, by clean accuracy."""
-    front = [p for p in points
-             if not any(q.clean >= p.clean and q.mean_robust >= p.mean_robust
-                        and (q.clean > p.clean or q.mean_robust > p.mean_robust) for q in points)]
+    def beats(q: Score, p: Score) -> bool:  # with a tolerance, so that float rounding makes no ties
+        at_least = q.clean >= p.clean - 1e-9 and q.mean_robust >= p.mean_robust - 1e-9
+        return at_least and (q.clean > p.clean + 1e-9 or q.mean_robust > p.mean_robust + 1e-9)
+
+    front = [p for p in points if not any(beats(q, p) for q in points)]
     return sorted(front, key=lambda p: p.clean)
 
 
