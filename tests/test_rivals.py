@@ -5,7 +5,14 @@ import pytest
 import torch
 from art.defences.preprocessor import JpegCompression
 
-from ciidefence.defences import ABLATIONS, DEFENCES, RIVALS, build_defence, defence_digest, defence_params
+from ciidefence.defences import (
+    ABLATIONS,
+    DEFENCES,
+    RIVALS,
+    build_defence,
+    defence_digest,
+    defence_params,
+)
 from ciidefence.defences.bpda import bpda_approximation
 from ciidefence.defences.pixel_deflection import deflect_pixels, robust_activation_map
 from ciidefence.defences.transforms import jpeg_compression, random_resize_pad

@@ -9,7 +9,13 @@ from test_evaluation import data_dir  # noqa: F401  (the fixture)
 
 from ciidefence import CIIDefenceConfig
 from ciidefence.errors import ConfigError
-from ciidefence.evaluation.sweep import Score, best_within, pareto_front, parse_grid, sweep_points
+from ciidefence.evaluation.sweep import (
+    Score,
+    best_within,
+    pareto_front,
+    parse_grid,
+    sweep_points,
+)
 
 
 def test_grid_values_take_each_parameter_type():

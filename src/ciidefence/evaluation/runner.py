@@ -50,6 +50,9 @@ class Defence:
             return self.module(images)
 
 
+UNDEFENDED = Defence("none", None, "{}", "none")
+
+
 def build_defences(classifier: Classifier, config: RunConfig) -> dict[str, Defence]:
     """The run's defences keyed by name; sweep points are keyed ``ciid@<hash>``."""
     entries = [(name, name, defence_params(name, config.ciid_config)) for name in config.defences]
@@ -165,6 +168,16 @@ class Evaluation:
         with torch.no_grad():
             return self.classifier(images).argmax(1).cpu()
 
+    def _clean(self, defence: Defence, batch: list[LabelledImage], images: torch.Tensor,
+               cache: dict[tuple[str, str], int]) -> tuple[list[int], float | None]:
+        """``defence``'s predictions on the clean images, computed once per image; and its ms/img if computed now."""
+        keys = [(defence.digest, item.key) for item in batch]
+        if all(key in cache for key in keys):
+            return [cache[key] for key in keys], None
+        purified, defence_ms = self._defend(defence, images)
+        cache.update(zip(keys, self._predict(purified).tolist()))
+        return [cache[key] for key in keys], defence_ms
+
     @staticmethod
     def _defend(defence: Defence, images: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The defended images and the defence's milliseconds per image."""
@@ -195,7 +208,7 @@ class Evaluation:
         """Run every pending batch, writing each batch's rows in one transaction."""
         work = self.pending()
         bar = self.progress(len(work)) if self.progress else None
-        clean_cache: dict[tuple[str, str], int] = {}
+        clean_cache: dict[tuple[str, str], int] = {}  # (defence hash, image) -> prediction on the clean image
         for experiment, index, batch in work:
             if bar is not None:
                 bar.set_postfix_str(experiment.describe())
@@ -204,23 +217,20 @@ class Evaluation:
             images = self.view(batch)
             labels = torch.tensor([item.label for item in batch])
             adversarial = self._attack(experiment, images, labels)
-            pred_clean = self._predict(images)
+            pred_clean = torch.tensor(self._clean(UNDEFENDED, batch, images, clean_cache)[0])
             pred_adv = pred_clean if adversarial is images else self._predict(adversarial)
             difference = (adversarial - images).flatten(1).cpu()
             l2, linf = difference.norm(dim=1), difference.abs().amax(dim=1)
             scored = []
             for defence in self.scored_defences(experiment):
-                keys = [(defence.digest, item.key) for item in batch]
-                defence_ms = None
-                if any(key not in clean_cache for key in keys):
-                    purified, defence_ms = self._defend(defence, images)
-                    clean_cache.update(zip(keys, self._predict(purified).tolist()))
-                clean_defended = [clean_cache[key] for key in keys]
+                clean_defended, defence_ms = self._clean(defence, batch, images, clean_cache)
                 if experiment.threat == "clean" and defence_ms is not None:
                     defended_adv = torch.tensor(clean_defended)  # the adversarial images are the clean ones
+                elif defence.module is None:
+                    defended_adv, defence_ms = pred_adv, 0.0
                 else:
                     purified, defence_ms = self._defend(defence, adversarial)
-                    defended_adv = pred_adv if defence.module is None else self._predict(purified)
+                    defended_adv = self._predict(purified)
                 scored.append((defence, clean_defended, defended_adv, defence_ms))
             seconds = (time.perf_counter() - started) / len(batch)
             self.store.write([
