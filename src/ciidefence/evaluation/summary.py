@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..attacks import ATTACKS, format_eps
+from ..defences import DEFENCES
 from .plan import SANITY_EPS, SANITY_PGD, UNBOUNDED_EPS
 from .store import ResultStore, canonical_json
 
@@ -74,8 +75,10 @@ def cells(rows: list[dict]) -> list[Cell]:
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
-    return sorted(found, key=lambda c: (c.defence != "none", c.defence, threat_order.get(c.threat, 2), c.threat,
-                                        c.is_sanity, attack_order.get(c.attack, 99), c.eps or 0))
+    defence_order = {name: i for i, name in enumerate(DEFENCES)}
+    return sorted(found, key=lambda c: (defence_order.get(c.defence, len(defence_order)), c.defence,
+                                        threat_order.get(c.threat, 2), c.threat, c.is_sanity,
+                                        attack_order.get(c.attack, 99), c.eps or 0))
 
 
 def attacks_the_scored_model(cell: Cell) -> bool:
@@ -228,8 +231,9 @@ def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
             for name, found in hashes.items() for digest in found}
 
 
-def pivot(table: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, int], Cell], dict[str, float]]:
-    """Rows (defence labels), column titles, cells by (row, column index), and each row's defence ms/img."""
+def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, int], Cell], dict[str, float]]:
+    """Rows (defence labels), columns (``("clean",)`` or (attack, eps, threat)), cells by (row, column index),
+    and each row's defence ms/img."""
     table = [c for c in table if not c.is_sanity]
     columns = list(dict.fromkeys(_column(c) for c in table))
     labels = defence_labels(table)
@@ -238,11 +242,12 @@ def pivot(table: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, int]
     cost = defaultdict(list)
     for c in table:
         cost[labels[(c.defence, c.defence_hash)]].append(c.defence_ms)
-    return rows, [_column_title(col) for col in columns], values, {k: statistics.fmean(v) for k, v in cost.items()}
+    return rows, columns, values, {k: statistics.fmean(v) for k, v in cost.items()}
 
 
 def _pivot(table: list[Cell]) -> list[str]:
-    rows, titles, values, cost = pivot(table)
+    rows, columns, values, cost = pivot(table)
+    titles = [_column_title(column) for column in columns]
     header = ["defence", *titles, "defence ms/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -260,53 +265,62 @@ def plot_table(table: list[Cell], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows, titles, values, cost = pivot(table)
-    grid = np.full((len(rows), len(titles)), np.nan)
+    rows, columns, values, cost = pivot(table)
+    grid = np.full((len(rows), len(columns)), np.nan)
     for (row, column), cell in values.items():
         grid[rows.index(row), column] = 100 * cell.accuracy
-    figure, axis = plt.subplots(figsize=(1.2 + 0.95 * len(titles), 0.9 + 0.42 * len(rows)), layout="constrained")
+    figure, axis = plt.subplots(figsize=(1.6 + 0.8 * len(columns), 1.2 + 0.42 * len(rows)))
     axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for (r, c), value in np.ndenumerate(grid):
         if not np.isnan(value):
             axis.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8,
                       color="white" if value < 60 else "black")
-    axis.set_xticks(range(len(titles)), [t.replace(" ", "\n", 1) for t in titles], fontsize=7)
+    short = ["clean" if c == ("clean",) else "\n".join(part for part in c if part != "-") for c in columns]
+    axis.set_xticks(range(len(columns)), short, fontsize=7)
     axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
     axis.set_title("Top-1 accuracy (%) of each defence; defence cost per image in brackets", fontsize=9)
-    figure.savefig(path, dpi=130)
+    figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)
 
 
 def plot(table: list[Cell], path: Path) -> None:
-    """Accuracy against eps, one panel per threat model, a line per defence and attack."""
+    """Accuracy against eps: a panel per threat model and L-inf attack, a line per defence (eps 0 = clean)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    threats = [t for t in dict.fromkeys(c.threat for c in table) if t != "clean"]
-    clean = {c.defence: c.accuracy for c in table if c.threat == "clean"}
-    figure, axes = plt.subplots(1, max(len(threats), 1), figsize=(5.2 * max(len(threats), 1), 4.2),
-                                squeeze=False, layout="constrained")
-    for axis, threat in zip(axes[0], threats):
-        series = defaultdict(list)
-        for c in table:
-            if c.threat == threat and c.eps is not None and not c.is_sanity and ATTACKS[c.attack].norm == "inf":
-                series[(c.defence, c.attack)].append(c)
-        for (defence, attack), members in sorted(series.items()):
+    clean = {(c.defence, c.defence_hash): c.accuracy for c in table if c.threat == "clean"}
+    labels = defence_labels(table)
+    series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
+    for c in table:
+        if c.threat != "clean" and c.eps is not None and not c.is_sanity and ATTACKS[c.attack].norm == "inf":
+            series[(c.threat, c.attack)][(c.defence, c.defence_hash)].append(c)
+    panels = list(series) or [("clean", "fgsm")]
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False)
+    handles = {}
+    for axis, panel in zip(axes.flat, panels):
+        for key, members in series.get(panel, {}).items():
             members.sort(key=lambda c: c.eps)
-            xs = [0.0] + [255 * c.eps for c in members] if defence in clean else [255 * c.eps for c in members]
-            ys = ([clean[defence]] if defence in clean else []) + [c.accuracy for c in members]
-            style = "-" if defence != "none" else "--"
-            axis.plot(xs, [100 * y for y in ys], style, marker="o", label=f"{defence} · {ATTACKS[attack].title}")
-        axis.set_title(threat)
+            xs = ([0.0] if key in clean else []) + [255 * c.eps for c in members]
+            ys = ([clean[key]] if key in clean else []) + [c.accuracy for c in members]
+            colour = plt.get_cmap("tab20")(list(labels).index(key) % 20)
+            (line,) = axis.plot(xs, [100 * y for y in ys], "--" if key[0] == "none" else "-", marker="o", ms=3,
+                                color=colour)
+            handles.setdefault(labels[key], line)
+        axis.set_title(f"{ATTACKS[panel[1]].title}, {panel[0]}", fontsize=9)
         axis.set_xlabel("eps (L-inf, x/255)")
         axis.set_ylabel("top-1 accuracy (%)")
         axis.set_ylim(-2, 102)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.suptitle("Accuracy against attack budget (eps 0 = clean)")
-    figure.savefig(path, dpi=130)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    figure.tight_layout()
+    figure.suptitle("Accuracy against attack budget (eps 0 = clean)", y=1.02)
+    figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)
 
 
