@@ -93,7 +93,8 @@ def deflect_pixels(
     source = (cs * height + source_y) * width + source_x
     values = flat.gather(1, source)
     output = flat.clone()
-    output.scatter_(1, torch.where(accepted, target, 0), torch.where(accepted, values, flat[:, :1]))
+    for row, chosen in enumerate(accepted):
+        output[row, target[row, chosen]] = values[row, chosen]
     return output.view_as(images)
 
 
