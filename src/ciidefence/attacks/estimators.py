@@ -22,6 +22,8 @@ class EOTPyTorchClassifier(PyTorchClassifier):
         self.eot_samples = eot_samples
 
     def _average(self, method, *args, **kwargs) -> np.ndarray:
+        if self.eot_samples == 1:
+            return method(*args, **kwargs)
         total = method(*args, **kwargs)
         for _ in range(self.eot_samples - 1):
             total = total + method(*args, **kwargs)
