@@ -126,5 +126,15 @@ class ResultStore:
         self.connection.close()
 
 
+def read_run(run_dir: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """Every row of a run folder's database, and the run's configuration (None if not stored)."""
+    store = ResultStore(Path(run_dir) / "results.sqlite")
+    try:
+        stored = store.get_meta("config")
+        return store.rows(), json.loads(stored) if stored else None
+    finally:
+        store.close()
+
+
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..attacks import ATTACKS, format_eps
 from ..defences import DEFENCES
 from .plan import SANITY_EPS, SANITY_PGD, UNBOUNDED_EPS
-from .store import ResultStore, canonical_json
+from .store import canonical_json, read_run
 
 SANITY_PARAMS = canonical_json(SANITY_PGD)
 
@@ -327,13 +327,7 @@ def plot(table: list[Cell], path: Path) -> None:
 def write_report(run_dir: str | Path) -> dict[str, Path]:
     """Rebuild summary.md, summary.csv, summary.json and the two plots from the database."""
     run_dir = Path(run_dir)
-    store = ResultStore(run_dir / "results.sqlite")
-    try:
-        rows = store.rows()
-        stored = store.get_meta("config")
-    finally:
-        store.close()
-    config = json.loads(stored) if stored else None
+    rows, config = read_run(run_dir)
     table = cells(rows)
     checks = sanity_checks(table)
     paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png",

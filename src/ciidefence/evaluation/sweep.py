@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..defences import CIIDefenceConfig
 from ..errors import ConfigError
-from .store import ResultStore
+from .store import read_run
 from .summary import Cell, cells
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
@@ -183,11 +183,7 @@ def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) ->
 def write_sweep_report(run_dir: str | Path) -> dict[str, Path]:
     """sweep.md, sweep.json and pareto.png, rebuilt from the run's database."""
     run_dir = Path(run_dir)
-    store = ResultStore(run_dir / "results.sqlite")
-    try:
-        rows = store.rows()
-    finally:
-        store.close()
+    rows, _ = read_run(run_dir)
     points = scores(cells(rows), rows)
     undefended = next((p for p in points if p.defence == "none"), None)
     chosen = best_within(points, undefended.clean) if undefended else None
