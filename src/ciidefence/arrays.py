@@ -42,7 +42,8 @@ def from_numpy_images(arrays: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 FILL_MARGIN = 16
 
 
-def _hole_box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+def hole_box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Row and column slices of the bounding box of a non-empty ``(H, W)`` bool mask, grown by ``margin``."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
             slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
@@ -66,13 +67,12 @@ def fill_each(
     jobs = []
     for index, mask in enumerate(masks.cpu().numpy()):
         if mask.any():
-            rows, cols = _hole_box(mask, margin)
-            crop = images[index, :, rows, cols].detach().to("cpu", torch.float32).permute(1, 2, 0).numpy().copy()
-            jobs.append((index, rows, cols, crop, mask[rows, cols]))
+            rows, cols = hole_box(mask, margin)
+            jobs.append((index, rows, cols, to_numpy_images(images[index : index + 1, :, rows, cols])[0],
+                         mask[rows, cols]))
     filled = map_images(fill, [job[3] for job in jobs], [job[4] for job in jobs])
     for (index, rows, cols, _, mask), values in zip(jobs, filled):
-        values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).permute(2, 0, 1)
-        values = values.to(images.device, images.dtype).clamp(0, 1)
+        values = from_numpy_images(values[None], images)[0]
         hole = torch.from_numpy(mask).to(images.device)
         output[index, :, rows, cols] = torch.where(hole, values, images[index, :, rows, cols])
     return output

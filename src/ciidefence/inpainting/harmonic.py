@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..arrays import hole_box
+
 MARGIN = 4
 
 
@@ -52,13 +54,9 @@ def inpaint_harmonic(images: torch.Tensor, masks: torch.Tensor, iterations: int 
     """
     if not bool(masks.any()):
         return images
-    height, width = masks.shape[-2:]
-    rows = masks.any(dim=(0, 2)).nonzero()
-    cols = masks.any(dim=(0, 1)).nonzero()
-    top, bottom = max(int(rows[0]) - MARGIN, 0), min(int(rows[-1]) + MARGIN + 1, height)
-    left, right = max(int(cols[0]) - MARGIN, 0), min(int(cols[-1]) + MARGIN + 1, width)
-    crop = images[..., top:bottom, left:right]
-    hole = masks[:, None, top:bottom, left:right]
+    rows, cols = hole_box(masks.any(dim=0).cpu().numpy(), MARGIN)
+    crop = images[..., rows, cols]
+    hole = masks[:, None, rows, cols]
     weights = (~hole).to(images.dtype)
     filled = torch.where(hole, _push_pull(crop * weights, weights), crop)
     for _ in range(iterations):
@@ -66,5 +64,5 @@ def inpaint_harmonic(images: torch.Tensor, masks: torch.Tensor, iterations: int 
         average = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
         filled = torch.where(hole, average, crop)
     output = images.clone()
-    output[..., top:bottom, left:right] = filled.clamp(0, 1)
+    output[..., rows, cols] = filled.clamp(0, 1)
     return output
