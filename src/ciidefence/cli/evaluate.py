@@ -14,7 +14,7 @@ from ..defences.bpda import APPROXIMATIONS
 from ..errors import ConfigError
 from ..evaluation import Evaluation, RunConfig, open_run, write_report
 from ..evaluation.runner import tqdm_progress
-from .options import defence_options
+from .options import defence_options, split_names
 from .session import CommandFailed, report_errors, resolve_device, seed_everything, warn
 
 DEFAULT_ATTACKS = "fgsm,bim,pgd"
@@ -43,10 +43,6 @@ def _apply_preset(context: click.Context, name: str | None, values: dict) -> dic
         if context.get_parameter_source(key) in (click.core.ParameterSource.DEFAULT, None):
             values[key] = value
     return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -115,13 +111,13 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
         model=model, checkpoint=checkpoint, random_weights=random_weights,
-        defences=_names(defences), ciid=config.to_dict(), attacks=_names(attacks),
+        defences=split_names(defences), ciid=config.to_dict(), attacks=split_names(attacks),
         attack_overrides=_attack_overrides(attack_param),
-        eps=tuple(parse_eps(e) for e in _names(eps_text)),
-        eps_l2=tuple(parse_eps(e, upper=float("inf")) for e in _names(eps_l2_text)),
-        threats=_names(threat_text), approximations=_names(approx_text),
-        bpda_attacks=_names(bpda_attacks_text) if bpda_attacks_text else None,
-        bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in _names(bpda_eps_text)) if bpda_eps_text else None,
+        eps=tuple(parse_eps(e) for e in split_names(eps_text)),
+        eps_l2=tuple(parse_eps(e, upper=float("inf")) for e in split_names(eps_l2_text)),
+        threats=split_names(threat_text), approximations=split_names(approx_text),
+        bpda_attacks=split_names(bpda_attacks_text) if bpda_attacks_text else None,
+        bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
         eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity,
     )

@@ -13,7 +13,7 @@ from ..defences import DEFENCES, build_defence, purify
 from ..errors import ImageError
 from ..images import find_images, load_image, save_image
 from ..models import Classifier
-from .options import common_options, defence_options
+from .options import common_options, defence_options, split_names
 from .session import CommandFailed, open_classifier, progress, report_errors, warn
 
 
@@ -27,7 +27,7 @@ def main() -> None:
 
 
 def _parse_defences(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(split_names(text))
     unknown = [name for name in names if name not in DEFENCES]
     if unknown or not names:
         raise CommandFailed(

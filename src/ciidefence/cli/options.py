@@ -19,6 +19,11 @@ from .session import CommandFailed
 
 _DEFAULTS = CIIDefenceConfig()
 
+
+def split_names(text: str) -> tuple[str, ...]:
+    """``"a, b,a"`` to ``("a", "b")``: comma-separated names, stripped, first occurrence kept."""
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
 _DEFENCE_OPTIONS = [
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
                  help="Top-ranking classes whose CAMs choose the regions."),

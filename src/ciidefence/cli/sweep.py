@@ -11,8 +11,7 @@ from ..defences import RIVALS
 from ..evaluation import Evaluation, RunConfig, open_run
 from ..evaluation.runner import tqdm_progress
 from ..evaluation.sweep import parse_grid, sweep_points, write_sweep_report
-from .evaluate import _names
-from .options import defence_options
+from .options import defence_options, split_names
 from .session import report_errors, resolve_device, seed_everything, warn
 
 DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")  # the grid of docs/RESULTS.md
@@ -55,8 +54,8 @@ def sweep(data, labels, model, checkpoint, random_weights, grid_specs, samples, 
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
         model=model, checkpoint=checkpoint, random_weights=random_weights,
-        defences=("none", *_names(rivals)), ciid=config.to_dict(), attacks=_names(attacks),
-        eps=tuple(parse_eps(e) for e in _names(eps_text)), limit=limit, batch_size=batch_size, seed=seed,
+        defences=("none", *split_names(rivals)), ciid=config.to_dict(), attacks=split_names(attacks),
+        eps=tuple(parse_eps(e) for e in split_names(eps_text)), limit=limit, batch_size=batch_size, seed=seed,
         sanity=False, sweep=tuple(points),
     )
     seed_everything(seed)
