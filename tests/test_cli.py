@@ -31,8 +31,9 @@ def test_classify_json_compares_defences_and_reports_accuracy(sample_paths):
     first = document["results"][0]
     assert set(first["predictions"]) == {"none", "ciid"}
     assert len(first["predictions"]["ciid"]) == 3
-    assert first["label"] == 0
-    assert document["accuracy"]["none"][1] == 2
+    assert first["label"] == 0 and first["label_name"] == "tench"
+    assert document["accuracy"]["none"]["images"] == 2
+    assert document["accuracy"]["none"]["top1"] == document["accuracy"]["none"]["correct"] / 2
 
 
 def test_classify_compares_rival_defences_and_purify_writes_one(tmp_path, sample_paths):

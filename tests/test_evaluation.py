@@ -55,14 +55,16 @@ SMALL = ["--limit", "4", "--batch-size", "2", "--attacks", "fgsm,pgd", "--attack
 def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
     out = tmp_path / "run"
     result = evaluate(data_dir, out, *SMALL, "--threat", "graybox,bpda")
-    assert "# Evaluation summary" in result.stdout
+    assert "| defence | clean |" in result.stdout and "# Evaluation summary" not in result.stdout  # the short table
+    assert "sanity: NOT RUN" in result.stdout and "--no-sanity" in result.stdout
     rows = table_rows(out)
     # clean 4 x 2 defences; gray-box 2 attacks x 2 eps x 2 defences x 4; BPDA 2 x 2 x 2 approximations x 4
     assert len(rows) == 8 + 32 + 32
-    assert {r[5] for r in rows} == {"clean", "graybox", "bpda-identity", "bpda-differentiable"}
+    assert {r[5] for r in rows} == {"clean", "graybox", "bpda"}
     assert all(r[11] <= 2 / 255 + 1e-6 for r in rows if r[4] == "2/255")
     summary = json.loads((out / "summary.json").read_text())
-    cells = {(c["defence"], c["attack"], c["eps_label"], c["threat"]): c for c in summary["cells"]}
+    cells = {(c["defence"], c["attack"], c["eps_label"], c["threat"]): c for c in summary["cells"]
+             if c["approximation"] is None}
     assert cells[("none", "clean", "-", "clean")]["images"] == 4
     assert cells[("none", "pgd", "4/255", "graybox")]["accuracy"] <= cells[("none", "clean", "-", "clean")]["accuracy"]
     for name in ("summary.md", "summary.csv", "accuracy_vs_eps.png", "config.json"):
@@ -202,9 +204,10 @@ def test_wilson_interval():
     assert low == pytest.approx(0.3561, abs=1e-3) and high == pytest.approx(0.5476, abs=1e-3)
 
 
-def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}'):
-    return Cell("m", defence, "h", attack, params, eps, format_eps(eps), threat, 100, int(100 * accuracy),
-                accuracy, 0, 1, 0, 0, 0, 0, 0)
+def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpose="main"):
+    threat, _, approximation = threat.partition("-")
+    return Cell("m", defence, "h", f"{attack}{eps}{threat}{purpose}", purpose, attack, params, eps, format_eps(eps),
+                threat, approximation or None, 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
@@ -232,8 +235,8 @@ def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
     described = [e.describe() for e in experiments]
     assert described[0] == "clean"
     assert "deepfool unbounded graybox" in described
-    assert sum(e.threat.startswith("bpda") for e in experiments) == 2 * 2  # pgd x 2 eps x 2 approximations
-    assert all(e.attack == "pgd" and e.defence == "ciid" for e in experiments if e.threat.startswith("bpda"))
+    assert sum(e.threat == "bpda" for e in experiments) == 2 * 2  # pgd x 2 eps x 2 approximations
+    assert all(e.attack == "pgd" and e.target == "ciid" for e in experiments if e.threat == "bpda")
     assert [e.purpose for e in experiments].count("sanity") == 2
     with pytest.raises(ConfigError, match="not among --attacks"):
         RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False, defences=("none",),
@@ -246,7 +249,7 @@ def test_plan_gives_each_defence_only_the_approximations_it_has_and_the_chosen_b
     config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
                        defences=("none", "ciid", "jpeg", "random-resize-pad"), ciid={}, attacks=("pgd",),
                        threats=("graybox", "bpda"), eps=(2 / 255, 4 / 255), bpda_eps=(4 / 255,), sanity=False)
-    bpda = {(e.defence, e.threat, e.eps_label) for e in config.experiments() if e.threat.startswith("bpda")}
+    bpda = {(e.target, e.threat_label, e.eps_label) for e in config.experiments() if e.threat == "bpda"}
     assert bpda == {("ciid", "bpda-identity", "4/255"), ("ciid", "bpda-differentiable", "4/255"),
                     ("jpeg", "bpda-identity", "4/255"), ("random-resize-pad", "bpda-identity", "4/255"),
                     ("random-resize-pad", "bpda-differentiable", "4/255")}
@@ -264,15 +267,41 @@ def test_paper_preset_plans_every_defence_and_keeps_options_given(data_dir, tmp_
     assert "deepfool" not in result.stdout  # --attacks given, so the preset's list is not used
 
 
-def test_a_database_from_before_defence_times_still_opens(tmp_path):
-    from ciidefence.evaluation import ResultStore
-    from ciidefence.evaluation.store import SCHEMA
+OLD_SCHEMA = """
+CREATE TABLE results (
+    image TEXT NOT NULL, label INTEGER NOT NULL, model TEXT NOT NULL, defence TEXT NOT NULL,
+    defence_config TEXT NOT NULL, defence_hash TEXT NOT NULL, attack TEXT NOT NULL, attack_params TEXT NOT NULL,
+    eps REAL, eps_label TEXT NOT NULL, threat TEXT NOT NULL, pred_clean INTEGER NOT NULL,
+    pred_clean_defended INTEGER NOT NULL, pred_adv INTEGER NOT NULL, pred_defended_adv INTEGER NOT NULL,
+    l2 REAL NOT NULL, linf REAL NOT NULL, seconds REAL NOT NULL,
+    UNIQUE (image, model, defence_hash, attack, attack_params, eps_label, threat)
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+SANITY = '{"max_iter":20,"restarts":0,"step_ratio":0.25}'
 
-    old_schema = SCHEMA.replace("    defence_ms       REAL    NOT NULL,\n", "")
-    with sqlite3.connect(tmp_path / "old.sqlite") as connection:
-        connection.executescript(old_schema)
-        connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'none', 'clean', '{}', NULL, "
-                           "'-', 'clean', 1, 1, 1, 1, 0, 0, 0.5)")
-    store = ResultStore(tmp_path / "old.sqlite")
-    assert store.rows()[0]["defence_ms"] == 0
-    store.close()
+
+def test_a_database_from_before_experiment_identities_migrates(tmp_path):
+    """The first release stored no purpose, spelled BPDA as 'bpda-<approximation>' and had no defence times."""
+    from ciidefence.evaluation.store import read_run
+
+    with sqlite3.connect(tmp_path / "results.sqlite") as connection:
+        connection.executescript(OLD_SCHEMA)
+        old_rows = [
+            ("none", "clean", "{}", None, "-", "clean"),
+            ("none", "pgd", SANITY, 8 / 255, "8/255", "graybox"),
+            ("none", "pgd", SANITY, 2 / 255, "2/255", "graybox"),  # a user's PGD-20: not a sanity row
+            ("ciid", "pgd", SANITY, 4 / 255, "4/255", "bpda-differentiable"),
+        ]
+        for defence, attack, params, eps, label, threat in old_rows:
+            connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', ?, '{}', ?, ?, ?, ?, ?, ?, 1, 1, 1, 1, "
+                               "0, 0, 0.5)", (defence, defence, attack, params, eps, label, threat))
+    run = read_run(tmp_path)
+    rows = {(r["eps_label"], r["threat"]): r for r in run.rows}
+    assert len(rows) == 4 and all(r["defence_ms"] == 0 for r in run.rows)
+    assert rows[("8/255", "graybox")]["purpose"] == "sanity"
+    assert rows[("2/255", "graybox")]["purpose"] == "main"
+    bpda = rows[("4/255", "bpda")]
+    assert (bpda["approximation"], bpda["target"]) == ("differentiable", "ciid")
+    assert len({r["experiment"] for r in run.rows}) == 4
+    assert read_run(tmp_path).rows == run.rows  # migrating is done once

@@ -4,15 +4,13 @@
 >>> classifier = cii.load_classifier()          # embedded EfficientNet-Lite0
 >>> defended = cii.DefendedClassifier(classifier, cii.CIIDefence(classifier))
 >>> logits = defended(cii.load_image("samples/n01440764_tench.JPEG")[None])
+
+Names are imported on first use, so that the command line starts fast.
 """
 
-from .defences import (
-    CIIDefence,
-    CIIDefenceConfig,
-    DefendedClassifier,
-    Purification,
-    purify,
-)
+from importlib.metadata import PackageNotFoundError, version
+
+from ._lazy import lazy_exports
 from .errors import (
     CheckpointError,
     CIIDefenceError,
@@ -21,10 +19,26 @@ from .errors import (
     InputError,
     ModelError,
 )
-from .images import load_image, save_image
-from .models import MODEL_NAMES, Classifier, custom_classifier, load_classifier
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("ciidefence")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CIIDefence": ".defences.ciid",
+    "CIIDefenceConfig": ".defences.config",
+    "DefendedClassifier": ".defences.defended",
+    "Purification": ".defences.ciid",
+    "purify": ".defences.ciid",
+    "build_defence": ".defences.registry",
+    "load_image": ".images",
+    "save_image": ".images",
+    "MODEL_NAMES": ".models",
+    "Classifier": ".models.base",
+    "custom_classifier": ".models.custom",
+    "load_classifier": ".models",
+})
 
 __all__ = [
     "CIIDefence",
@@ -39,6 +53,7 @@ __all__ = [
     "MODEL_NAMES",
     "ModelError",
     "Purification",
+    "build_defence",
     "custom_classifier",
     "load_classifier",
     "load_image",

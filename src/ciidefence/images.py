@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image accepted by default (width x height), about 8200 x 6100."""
@@ -25,12 +28,15 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MIN_IMAGE_SIDE = 8
 """Smallest accepted width and height in pixels."""
 
+VIEW_SIDE = 256
+"""The shorter side the classifiers' view resizes an image to (224 / 0.875) before its centre crop."""
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, view_side: int = VIEW_SIDE) -> torch.Tensor:
     """Read an image file as an RGB float tensor.
 
     Parameters
@@ -38,8 +44,15 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     path : str or path-like
         The image file.
     max_pixels : int
-        Images with more pixels than this are refused after reading the header
-        only, before any pixel data is decoded.
+        Refused after reading the header only, before any pixel data is
+        decoded: images with more pixels than this, and images so elongated
+        that resizing their shorter side to ``view_side`` (the classifier's
+        view) would make more pixels than this. Memory then stays within a
+        small multiple of ``12 * max_pixels`` bytes (float32 RGB) for every
+        input.
+    view_side : int
+        The shorter side of the classifier's view before its crop
+        (``round(S / 0.875)``; 256 for 224 px classifiers).
 
     Returns
     -------
@@ -49,9 +62,13 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Raises
     ------
     ImageError
-        If the file is missing, empty, not an image, truncated or corrupt,
-        smaller than ``MIN_IMAGE_SIDE`` on a side, or larger than ``max_pixels``.
+        If the file is missing, empty, not an image, truncated or corrupt
+        (whatever Pillow raises while decoding it), smaller than
+        ``MIN_IMAGE_SIDE`` on a side, or larger than ``max_pixels`` (itself or
+        in the classifier's view).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
@@ -73,14 +90,24 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                     f"{path}: {width}x{height} image is too small "
                     f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels needed)"
                 )
+            view_pixels = view_side * view_side * max(width, height) / min(width, height)
+            if view_pixels > max_pixels:
+                raise ImageError(
+                    f"{path}: {width}x{height} image is too elongated: the classifier's view (shorter side "
+                    f"{view_side}) would have {view_pixels:,.0f} pixels, more than the limit of {max_pixels:,}"
+                )
             image.load()
             array = _to_rgb_array(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"{path}: refused by Pillow's decompression-bomb limit ({error})") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: corrupt or truncated image ({error})") from None
+    except MemoryError:
+        raise ImageError(f"{path}: not enough memory to decode it") from None
+    except Exception as error:  # noqa: BLE001 - a crafted file can make Pillow raise anything
+        raise ImageError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -104,10 +131,16 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return rgb
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a ``(3, H, W)`` tensor in [0, 1] as an 8-bit image (format from the suffix)."""
+def save_image(image: torch.Tensor, path: str | os.PathLike | BinaryIO, format: str | None = None) -> None:
+    """Write a ``(3, H, W)`` tensor in [0, 1] as an 8-bit image.
+
+    ``path`` is a file name (the format from its suffix) or an open binary
+    file (then give ``format``, e.g. ``"PNG"``).
+    """
+    import torch
+
     array = image.detach().to("cpu", torch.float32).clamp(0, 1).permute(1, 2, 0).numpy()
-    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(path)
+    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(path, format=format)
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from ..attacks import ATTACKS, attack_spec, parse_eps
-from ..defences import ABLATIONS, DEFENCES, RIVALS
 from ..defences.bpda import APPROXIMATIONS
+from ..defences.registry import ABLATIONS, DEFENCES, RIVALS
 from ..errors import ConfigError
-from ..evaluation import Evaluation, RunConfig, open_run, write_report
-from ..evaluation.runner import tqdm_progress
-from .options import defence_options, split_names
-from .session import CommandFailed, report_errors, resolve_device, seed_everything, warn
+from .options import defence_options, run_options, split_names
+from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..evaluation.plan import RunConfig
 
 DEFAULT_ATTACKS = "fgsm,bim,pgd"
 
@@ -58,12 +61,6 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 
 @click.command()
-@click.option("--data", required=True, type=click.Path(file_okay=False),
-              help="Folder of images with labels.csv (file,class_index), or one subfolder per WordNet id.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Labels CSV [default: DATA/labels.csv].")
-@click.option("--model", default="efficientnet_lite0", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
-@click.option("--random-weights", is_flag=True, hidden=True)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Defaults for the options you do not give: 'paper' runs every defence under the paper's "
                    "gray-box attacks and BPDA-PGD at 4/255.")
@@ -83,15 +80,8 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Gradient samples averaged per BPDA attack step (EOT), for randomised defences.")
 @click.option("--attack-param", "attack_param", multiple=True, metavar="ATTACK.KEY=VALUE",
               help="Override an attack parameter, e.g. pgd.max_iter=20 (repeatable).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
-              help="Images per attack batch; 8 is fastest per image on a 2-core CPU.")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost, run nothing.")
 @click.option("--no-sanity", is_flag=True, help="Skip the sanity-check attacks on the undefended model.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@run_options
 @defence_options
 @report_errors
 @click.pass_context
@@ -107,7 +97,9 @@ def evaluate(context, preset, **options) -> None:
 
 def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
               approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, attack_param, limit, batch_size, run_dir,
-              resume, dry_run, no_sanity, device, seed, config) -> None:
+              resume, dry_run, no_sanity, device, threads, seed, max_pixels, config) -> None:
+    from ..evaluation.plan import RunConfig
+
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
         model=model, checkpoint=checkpoint, random_weights=random_weights,
@@ -119,38 +111,52 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
         bpda_attacks=split_names(bpda_attacks_text) if bpda_attacks_text else None,
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
         eot_samples=eot_samples,
-        limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity,
+        limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
     )
-    seed_everything(seed)
-    torch_device = resolve_device(device)
+    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate")
+
+
+def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool, device: str,
+                threads: int | None, report: str) -> None:
+    """Check everything, then (unless a dry run) open the run folder, run, and report. Shared by evaluate and sweep."""
+    from ..evaluation.runner import Evaluation, open_run, tqdm_progress
+
+    set_threads(threads)
+    seed_everything(run_config.seed)
+    evaluation = Evaluation(run_config, resolve_device(device), progress=tqdm_progress)  # checks; writes nothing
     if dry_run:
-        _dry_run(run_config, torch_device)
+        _dry_run(evaluation)
         return
-    store = open_run(run_dir, run_config, resume)
-    try:
-        evaluation = Evaluation(run_config, store, torch_device, progress=tqdm_progress)
-        evaluation.run()
-    finally:
-        store.close()
-    paths = write_report(run_dir)
-    click.echo(paths["summary.md"].read_text())
-    warn(f"results in {Path(run_dir) / 'results.sqlite'}; summary in {paths['summary.md']}")
+    with open_run(run_dir, run_config, resume) as store:
+        evaluation.run(store)
+    if report == "evaluate":
+        from ..evaluation.summary import glance_text, write_report
+
+        paths = write_report(run_dir)
+        say(glance_text(run_dir))
+        warn(f"results in {Path(run_dir) / 'results.sqlite'}; full summary in {paths['summary.md']}")
+    else:
+        from ..evaluation.sweep import write_sweep_report
+
+        paths = write_sweep_report(run_dir)
+        say(paths["sweep.md"].read_text())
+        warn(f"results in {Path(run_dir) / 'results.sqlite'}; plot in {paths['pareto.png']}")
 
 
-def _dry_run(config: RunConfig, device: torch.device) -> None:
+def _dry_run(evaluation) -> None:
     """Print the experiments, their gradient evaluations, and a time estimate from a short measurement."""
-    from ..evaluation import ResultStore
+    import torch
 
-    store = ResultStore(":memory:")
-    evaluation = Evaluation(config, store, device)
+    config = evaluation.config
     images = len(evaluation.images)
     batch = evaluation.batches()[0]
-    views = evaluation.view(batch)
+    views = torch.stack([view for view in map(evaluation.view, batch)
+                         if isinstance(view, torch.Tensor)]).to(evaluation.device)
     classifier = evaluation.classifier
 
     def gradient() -> None:
         leaf = views.clone().requires_grad_(True)
-        torch.nn.functional.cross_entropy(classifier(leaf), torch.zeros(len(batch), dtype=torch.long)).backward()
+        torch.nn.functional.cross_entropy(classifier(leaf), torch.zeros(len(views), dtype=torch.long)).backward()
 
     def seconds_per_image(function) -> float:
         function()  # warm-up: the first call sets up kernels
@@ -160,6 +166,7 @@ def _dry_run(config: RunConfig, device: torch.device) -> None:
 
     gradient_seconds = seconds_per_image(gradient)
     cost = {defence.digest: seconds_per_image(lambda d=defence: d(views)) for defence in evaluation.defences.values()}
+    cost[evaluation.undefended.digest] = 0.0
     click.echo(f"plan: {images} images, model {classifier.name}; measured {1000 * gradient_seconds:.0f} ms per "
                f"gradient per image, and per image for each defence: "
                + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
@@ -169,7 +176,7 @@ def _dry_run(config: RunConfig, device: torch.device) -> None:
         if experiment.threat != "clean":
             steps = attack_spec(experiment.attack).gradients(dict(experiment.params))
         if experiment.approximation:
-            defence = evaluation.defences[experiment.defence]
+            defence = evaluation.defences[experiment.target]
             steps *= config.eot_samples if defence.randomised else 1
             per_step += cost[defence.digest]
         scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
@@ -183,7 +190,9 @@ def _dry_run(config: RunConfig, device: torch.device) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @report_errors
 def report(run_dir) -> None:
-    """Rebuild RUN_DIR's summary tables and plot from its results.sqlite."""
+    """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary."""
+    from ..evaluation.summary import write_report
+
     if not (Path(run_dir) / "results.sqlite").is_file():
         raise CommandFailed(f"{run_dir}: no results.sqlite here", exit_code=2)
     paths = write_report(run_dir)

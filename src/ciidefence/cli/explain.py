@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
+from ..defences.ciid import Purification
+from ..defences.config import CIIDefenceConfig
+from ..models.base import Classifier
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..defences import CIIDefenceConfig, Purification  # noqa: E402
-from ..models import Classifier  # noqa: E402
+DIFFERENCE_GAIN = 10
+"""The difference panel shows ``|output - input|`` times this: at figure scale the steps are invisible otherwise."""
 
 _BOX_COLOURS = ("#ffd400", "#00e5ff", "#ff4fd8", "#7dff4f", "#ff8c1a", "#b388ff")
 
@@ -27,7 +27,7 @@ def _label(name: str, width: int = 22) -> str:
 
 
 def _draw_boxes(axis, boxes: torch.Tensor, valid: torch.Tensor, colour: str, shift=(0.0, 0.0), scale=1.0):
-    for (y0, x0, y1, x1), ok in zip(boxes.tolist(), valid.tolist()):
+    for (y0, x0, y1, x1), ok in zip(boxes.tolist(), valid.tolist(), strict=True):
         if ok:
             axis.add_patch(Rectangle(
                 ((x0 * scale - shift[1]) - 0.5, (y0 * scale - shift[0]) - 0.5),
@@ -58,13 +58,15 @@ def explain_figure(
     """
     evidence = purification.evidence
     k, p = config.top_k, config.peaks
-    columns = max(k + 1, 4) + 1
-    figure = plt.figure(figsize=(2.7 * columns, 6.4), layout="constrained")
+    columns = max(k + 2, 5) + 1  # images in two rows (input, CAMs, difference; the five steps), then the bars
+    figure = Figure(figsize=(2.7 * columns, 6.6), layout="constrained")
     grid = figure.add_gridspec(2, columns)
     shrink = {"bayes": "BayesShrink", "visu": "VisuShrink"}[config.threshold]
     figure.suptitle(
         f"CIIDefence on {title} — {classifier.name}, k={k}, p={p}, w={config.half_width}, "
-        f"{config.inpainter} inpainting, {shrink} σ={config.sigma}, fusion: {config.fusion}",
+        f"{config.inpainter} inpainting, {shrink} σ={config.sigma}, fusion: {config.fusion}; "
+        f"peaks below {config.peak_threshold:.0%} of their map's maximum ignored"
+        + _coinciding_boxes(purification, k, p),
         fontsize=10,
     )
 
@@ -90,15 +92,21 @@ def explain_figure(
         name = _label(classifier.class_name(int(evidence.classes[0, rank])))
         axis.set_title(f"CAM #{rank + 1}: {name}\np = {float(evidence.probabilities[0, rank]):.3f}", fontsize=9)
 
+    mask = purification.mask[0].cpu().numpy()
+    difference = (purification.output[0] - image).abs() * DIFFERENCE_GAIN
     panels = [
         ("selected boxes ({:.1%} of pixels)".format(float(purification.mask.float().mean())), None),
+        ("mask (white: inpainted)", "mask"),
         ("inpainted", purification.inpainted[0]),
         ("denoised", purification.denoised[0]),
         ("fused output", purification.output[0]),
+        (f"|output − input| × {DIFFERENCE_GAIN}", difference.clamp(0, 1)),
     ]
     for column, (name, picture) in enumerate(panels):
-        axis = figure.add_subplot(grid[1, column])
-        if picture is None:
+        axis = figure.add_subplot(grid[1, column] if column < 5 else grid[0, k + 1])
+        if isinstance(picture, str):
+            axis.imshow(mask, cmap="gray", vmin=0, vmax=1)
+        elif picture is None:
             axis.imshow(_rgb(image))
             axis.imshow(np.ma.masked_where(~purification.mask[0].cpu().numpy(), np.ones(image.shape[-2:])),
                         cmap="autumn", alpha=0.55, vmin=0, vmax=1)
@@ -120,12 +128,29 @@ def explain_figure(
     return figure
 
 
+def _coinciding_boxes(purification: Purification, k: int, p: int) -> str:
+    """A note naming the CAMs whose boxes fall on the same spot (they then inpaint one region, not several)."""
+    ranks: dict[tuple, list[int]] = {}
+    for index, (box, ok) in enumerate(zip(purification.boxes[0].tolist(), purification.box_valid[0].tolist(),
+                                          strict=True)):
+        if ok:
+            ranks.setdefault(tuple(round(v) for v in box), []).append(index // p + 1)
+    shared = sorted({tuple(sorted(set(r))) for r in ranks.values() if len(set(r)) > 1})
+    if not shared:
+        return ""
+    return "\nboxes on the same spot from CAMs " + "; ".join(" and ".join(f"#{r}" for r in group) for group in shared)
+
+
 def _prediction_bars(axis, classifier: Classifier, before: torch.Tensor, after: torch.Tensor, count: int):
     classes = torch.cat((before.topk(count).indices, after.topk(count).indices)).unique(sorted=False)
     classes = sorted(classes.tolist(), key=lambda c: -float(before[c] + after[c]))[:count]
     positions = np.arange(len(classes))
-    axis.barh(positions - 0.2, [float(before[c]) for c in classes], height=0.4, label="undefended", color="#9e9e9e")
-    axis.barh(positions + 0.2, [float(after[c]) for c in classes], height=0.4, label="CIIDefence", color="#1f77b4")
+    for offset, probabilities, label, colour in ((-0.2, before, "undefended", "#9e9e9e"),
+                                                 (0.2, after, "CIIDefence", "#1f77b4")):
+        values = [float(probabilities[c]) for c in classes]
+        axis.barh(positions + offset, values, height=0.4, label=label, color=colour)
+        for position, value in zip(positions, values, strict=True):
+            axis.text(min(value + 0.01, 0.86), position + offset, f"{value:.2f}", va="center", fontsize=6.5)
     axis.set_yticks(positions, [_label(classifier.class_name(c), 18) for c in classes], fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1)

@@ -7,14 +7,14 @@ import functools
 
 import click
 
-from ..defences import CIIDefenceConfig
-from ..defences.ciid import REGION_CHOICES
-from ..denoising import THRESHOLDS
+from ..defences.config import CIIDefenceConfig
+from ..denoising import THRESHOLDS, WAVELET_BACKENDS
 from ..errors import ConfigError
 from ..fusion import FUSIONS
 from ..images import DEFAULT_MAX_PIXELS
 from ..inpainting import INPAINTERS
 from ..models import DEFAULT_MODEL, MODEL_NAMES
+from ..regions import REGION_METHODS
 from .session import CommandFailed
 
 _DEFAULTS = CIIDefenceConfig()
@@ -24,6 +24,7 @@ def split_names(text: str) -> tuple[str, ...]:
     """``"a, b,a"`` to ``("a", "b")``: comma-separated names, stripped, first occurrence kept."""
     return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
+
 _DEFENCE_OPTIONS = [
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
                  help="Top-ranking classes whose CAMs choose the regions."),
@@ -31,6 +32,8 @@ _DEFENCE_OPTIONS = [
                  help="Local maxima taken per CAM."),
     click.option("--half-width", type=click.IntRange(0), default=_DEFAULTS.half_width, show_default=True,
                  help="Boxes are 2w+1 classifier-input pixels square."),
+    click.option("--peak-threshold", type=click.FloatRange(0, 1, max_open=True), default=_DEFAULTS.peak_threshold,
+                 show_default=True, help="Ignore CAM peaks below this fraction of their map's maximum."),
     click.option("--inpainter", type=click.Choice(INPAINTERS), default=_DEFAULTS.inpainter, show_default=True),
     click.option("--inpaint-radius", type=click.FloatRange(min=0, min_open=True),
                  default=_DEFAULTS.inpaint_radius, show_default=True,
@@ -44,9 +47,12 @@ _DEFENCE_OPTIONS = [
                  help="Wavelet decomposition levels [default: scikit-image's]."),
     click.option("--threshold", type=click.Choice(THRESHOLDS), default=_DEFAULTS.threshold, show_default=True,
                  help="BayesShrink or VisuShrink thresholds."),
+    click.option("--wavelet-backend", type=click.Choice(WAVELET_BACKENDS), default=_DEFAULTS.wavelet_backend,
+                 show_default=True,
+                 help="torch (batched, any device; same output whatever the batch) or skimage (the reference)."),
     click.option("--fusion", type=click.Choice(FUSIONS), default=_DEFAULTS.fusion, show_default=True,
                  help="mask: inpainted in the boxes, denoised elsewhere; denoise-after: denoise the inpainted image."),
-    click.option("--regions", type=click.Choice(REGION_CHOICES), default=_DEFAULTS.regions, show_default=True,
+    click.option("--regions", type=click.Choice(REGION_METHODS), default=_DEFAULTS.regions, show_default=True,
                  help="Boxes around CAM peaks, random boxes of the same size and number, or none (ablations)."),
     click.option("--denoise/--no-denoise", default=_DEFAULTS.denoise, show_default=True,
                  help="Wavelet-denoise outside the boxes (--no-denoise: inpainting only, an ablation)."),
@@ -74,20 +80,47 @@ def defence_options(command):
 
 _COMMON_OPTIONS = [
     click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
-                 help="Classifier to protect."),
+                 help="Classifier to protect (torchvision's need --checkpoint or their file in torchvision's cache)."),
     click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                 help="State dict (.pt/.pth via weights_only, or .safetensors) for --model."),
+                 help="Weights for --model: a state dict (.pt/.pth, read with weights_only) or .safetensors."),
     click.option("--random-weights", is_flag=True, hidden=True,
                  help="Use random weights (for tests of the plumbing)."),
     click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random generator."),
+    click.option("--threads", type=click.IntRange(1), default=None,
+                 help="CPU threads for torch [default: every CPU this process may use]; on a machine shared "
+                      "with other heavy jobs, fewer threads than cores avoids a many-fold slowdown."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw."),
     click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
-                 help="Refuse images with more pixels than this."),
+                 help="Refuse images with more pixels than this, in the file or in the classifier's view."),
 ]
 
 
 def common_options(command):
-    """Add the model, device, seed and image-size options."""
+    """Add the model, device, threads, seed and image-size options."""
     for option in reversed(_COMMON_OPTIONS):
+        command = option(command)
+    return command
+
+
+_RUN_OPTIONS = [
+    click.option("--data", required=True, type=click.Path(file_okay=False),
+                 help="Folder of images with labels.csv (file,class_index), or one subfolder per WordNet id."),
+    click.option("--labels", type=click.Path(dir_okay=False), default=None,
+                 help="Labels CSV with columns file,class_index [default: DATA/labels.csv]."),
+    *_COMMON_OPTIONS[:3],
+    click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images."),
+    click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+                 help="Images per attack batch; 8 is fastest per image on a 2-core CPU."),
+    click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
+                 help="Run folder (created; never overwritten)."),
+    click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),
+    click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost, write nothing."),
+    *_COMMON_OPTIONS[3:],
+]
+
+
+def run_options(command):
+    """Add the options of a run folder (evaluate and sweep): data, model, size, --out, --resume, --dry-run, ..."""
+    for option in reversed(_RUN_OPTIONS):
         command = option(command)
     return command

@@ -1,17 +1,23 @@
-"""What every command sets up: seeds, device, classifier, error reporting."""
+"""What every command sets up: threads, seeds, device, classifier, error reporting.
+
+Nothing heavy is imported here at module level, so that ``ciid --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import functools
-import random
+import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import torch
 
 from ..errors import CIIDefenceError
-from ..models import Classifier, load_classifier
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import Classifier
 
 
 class CommandFailed(click.ClickException):
@@ -26,7 +32,7 @@ class CommandFailed(click.ClickException):
 
 
 def report_errors(command):
-    """Turn library errors into one-line messages instead of tracebacks."""
+    """Turn library errors, interrupts and I/O failures into one-line messages instead of tracebacks."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -36,22 +42,57 @@ def report_errors(command):
             raise CommandFailed(str(error), exit_code=2) from None
         except KeyboardInterrupt:
             raise CommandFailed("interrupted", exit_code=130) from None
+        except OSError as error:  # a full or read-only disk, a vanished folder
+            where = f"{error.filename}: " if error.filename else ""
+            raise CommandFailed(f"{where}{error.strerror or error}", exit_code=1) from None
 
     return wrapper
 
 
 def warn(message: str) -> None:
     """One line on stderr, so stdout stays machine-readable."""
-    click.echo(f"ciid: {message}", err=True)
+    from tqdm import tqdm
+
+    tqdm.write(f"ciid: {message}", file=sys.stderr)
+
+
+def say(message: str) -> None:
+    """One line on stdout that does not break a progress bar on the terminal."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stdout)
+
+
+def default_threads() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads (default: every CPU this process may use)."""
+    import torch
+
+    torch.set_num_threads(threads or default_threads())
 
 
 def seed_everything(seed: int) -> None:
+    """Seed the global generators; ciidefence's own draws use generators seeded from what they compute."""
+    import random
+
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -59,8 +100,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def open_classifier(model: str, checkpoint: str | None, random_weights: bool, device: str, seed: int) -> Classifier:
-    """Seed, pick the device and build the classifier, as every command does first."""
+def open_classifier(model: str, checkpoint: str | None, random_weights: bool, device: str, seed: int,
+                    threads: int | None = None) -> Classifier:
+    """Set threads and seeds, pick the device and build the classifier, as every command does first."""
+    from ..models import load_classifier
+
+    set_threads(threads)
     seed_everything(seed)
     if random_weights:
         warn(f"using RANDOM weights for {model}: predictions are meaningless")

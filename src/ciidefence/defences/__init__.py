@@ -1,33 +1,30 @@
-"""Defences: maps from images to purified images of the same shape."""
+"""Defences: maps from images to purified images of the same shape.
 
-from .ciid import CIIDefence, CIIDefenceConfig, Purification, purify, select_regions
-from .defended import DefendedClassifier
-from .pixel_deflection import PixelDeflection
-from .registry import (
-    ABLATIONS,
-    DEFENCES,
-    RIVALS,
-    build_defence,
-    defence_digest,
-    defence_params,
-    defence_spec,
-)
-from .transforms import RandomResizePad
+Names are imported on first use (see :mod:`ciidefence._lazy`).
+"""
 
-__all__ = [
-    "ABLATIONS",
-    "CIIDefence",
-    "CIIDefenceConfig",
-    "DEFENCES",
-    "DefendedClassifier",
-    "PixelDeflection",
-    "Purification",
-    "RIVALS",
-    "RandomResizePad",
-    "build_defence",
-    "defence_digest",
-    "defence_params",
-    "defence_spec",
-    "purify",
-    "select_regions",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "CIIDefenceConfig": ".config",
+    "CIIDefence": ".ciid",
+    "Purification": ".ciid",
+    "purify": ".ciid",
+    "approximate": ".ciid",
+    "DefendedClassifier": ".defended",
+    "PixelDeflection": ".pixel_deflection",
+    "RandomResizePad": ".transforms",
+    "NoDefence": ".transforms",
+    "TotalVarianceMinimization": ".transforms",
+    "ABLATIONS": ".registry",
+    "DEFENCES": ".registry",
+    "RIVALS": ".registry",
+    "Defence": ".registry",
+    "DefenceSpec": ".registry",
+    "build_defence": ".registry",
+    "defence_digest": ".registry",
+    "defence_params": ".registry",
+    "defence_spec": ".registry",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

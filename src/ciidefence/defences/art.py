@@ -36,6 +36,10 @@ class ARTPreprocessor(PreprocessorPyTorch):
         ``"identity"``, ``"differentiable"`` (see :mod:`ciidefence.defences.bpda`)
         or a differentiable callable.
     device_type : {"cpu", "gpu"}
+    generator : torch.Generator, optional
+        Source of the draws of a randomised defence and of its approximation;
+        set it (e.g. per batch, from what is computed) to make an attack's EOT
+        samples reproducible. None uses torch's default generator.
     """
 
     def __init__(
@@ -43,20 +47,22 @@ class ARTPreprocessor(PreprocessorPyTorch):
         defence: torch.nn.Module,
         approximation: str | Callable[[torch.Tensor], torch.Tensor] = "identity",
         device_type: str = "cpu",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
         self.defence = defence
+        self.generator = generator
         self.approximation = (
             bpda_approximation(defence, approximation) if isinstance(approximation, str) else approximation
         )
 
     def forward(self, x: torch.Tensor, y=None):
         with torch.no_grad():
-            purified = self.defence(x.detach())
+            purified = self.defence(x.detach(), generator=self.generator)
         if x.requires_grad:
-            estimate = self.approximation(x)
+            estimate = self.approximation(x, self.generator)
             purified = purified + (estimate - estimate.detach())  # exactly zero, but carries the gradient
         return purified, y
 
     def estimate_forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
-        return self.approximation(x)
+        return self.approximation(x, self.generator)

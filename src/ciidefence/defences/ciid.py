@@ -2,115 +2,32 @@
 
 A. Gupta and E. Rahtu, "CIIDefence: Defeating Adversarial Attacks by Fusing
 Class-Specific Image Inpainting and Image Denoising", ICCV 2019.
+
+One pipeline definition, :func:`run_pipeline`, serves both the defence
+(:func:`purify`, with the real stages) and its BPDA approximation
+(:func:`approximate`, with differentiable stand-ins for the stages that are
+not).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import pywt
 import torch
 from torch import nn
 
-from ..denoising import wavelet_denoise, wavelet_denoise_torch
-from ..denoising.wavelet import check_shrinkage
-from ..errors import ConfigError
-from ..fusion import FUSIONS, fuse
-from ..inpainting import INPAINTERS, inpaint
+from ..denoising import wavelet_shrinkage
+from ..fusion import denoiser_input, fuse
+from ..inpainting import inpaint
 from ..models.base import Classifier
+from ..randomness import Generators
 from ..regions.cam import ClassEvidence, class_activation_maps
-from ..regions.selection import boxes_to_mask, peaks_to_boxes, select_peaks
+from ..regions.selection import select_regions
 from ..validation import check_images
-
-REGION_CHOICES = ("cam", "random", "none")
-
-
-@dataclass(frozen=True)
-class CIIDefenceConfig:
-    """Every parameter of CIIDefence, immutable.
-
-    Attributes
-    ----------
-    top_k : int
-        Top-ranking classes whose CAMs select regions (paper: "multiple").
-    peaks : int
-        Local maxima taken per CAM (``p``).
-    half_width : int
-        Boxes are ``2 w + 1`` pixels square in the classifier's input pixels (``w``).
-    inpainter : str
-        One of ``"telea"``, ``"navier-stokes"``, ``"biharmonic"``, ``"harmonic"`` (torch-native), ``"learned"``.
-    inpaint_radius : float
-        Neighbourhood radius of the OpenCV inpainters, in image pixels.
-    inpainter_model : str, optional
-        TorchScript file of the learned inpainter.
-    sigma : float
-        Noise level assumed by the wavelet shrinkage, for images in [0, 1].
-    wavelet : str
-        PyWavelets wavelet name.
-    wavelet_levels : int, optional
-        Decomposition levels; None for scikit-image's default.
-    threshold : str
-        ``"bayes"`` (BayesShrink) or ``"visu"`` (VisuShrink).
-    fusion : str
-        ``"mask"``: inpainted inside the boxes, denoised elsewhere (the paper's);
-        ``"denoise-after"``: denoise the inpainted image as a whole.
-    regions : str
-        How the boxes are chosen: ``"cam"`` (around CAM peaks, the paper's),
-        ``"random"`` (the same number of boxes of the same size, placed
-        uniformly at random; an ablation) or ``"none"`` (no boxes: wavelet
-        denoising only; an ablation).
-    denoise : bool
-        False skips the wavelet denoising (inpainting only; an ablation).
-    """
-
-    top_k: int = 3
-    peaks: int = 2
-    half_width: int = 4
-    inpainter: str = "telea"
-    inpaint_radius: float = 3.0
-    inpainter_model: str | None = None
-    sigma: float = 0.015
-    wavelet: str = "db2"
-    wavelet_levels: int | None = None
-    threshold: str = "bayes"
-    fusion: str = "mask"
-    regions: str = "cam"
-    denoise: bool = True
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("top_k", 1), ("peaks", 1), ("half_width", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if self.inpainter not in INPAINTERS:
-            raise ConfigError(f"unknown inpainter {self.inpainter!r}; choose one of: {', '.join(INPAINTERS)}")
-        if self.inpainter == "learned" and not self.inpainter_model:
-            raise ConfigError("inpainter 'learned' needs inpainter_model, a TorchScript file")
-        check_shrinkage(self.sigma, self.threshold)
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"unknown fusion {self.fusion!r}; choose one of: {', '.join(FUSIONS)}")
-        if not self.inpaint_radius > 0:
-            raise ConfigError(f"inpaint_radius must be positive, got {self.inpaint_radius}")
-        if self.regions not in REGION_CHOICES:
-            raise ConfigError(f"unknown regions {self.regions!r}; choose one of: {', '.join(REGION_CHOICES)}")
-        if not isinstance(self.denoise, bool):
-            raise ConfigError(f"denoise must be true or false, got {self.denoise!r}")
-        if self.wavelet not in pywt.wavelist(kind="discrete"):
-            raise ConfigError(f"unknown wavelet {self.wavelet!r}; e.g. db1, db2, sym4, coif1")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def digest(self) -> str:
-        """A short hash identifying this configuration in result tables."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+from .config import CIIDefenceConfig
 
 
 @dataclass(frozen=True)
@@ -143,41 +60,39 @@ class Purification:
     evidence: ClassEvidence | None
 
 
-def select_regions(
-    classifier: Classifier, images: torch.Tensor, evidence: ClassEvidence | None, config: CIIDefenceConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boxes chosen as ``config.regions`` says, and their union mask at the images' size.
+@dataclass(frozen=True)
+class Stages:
+    """The two image-to-image stages of the pipeline, swappable for BPDA.
 
-    Parameters
+    Attributes
     ----------
-    classifier : Classifier
-        Gives the view geometry from the classifier's input to image pixels.
-    images : torch.Tensor
-        ``(B, 3, H, W)``; only its shape and device are used.
-    evidence : ClassEvidence or None
-        The CAMs; needed when ``config.regions == "cam"``.
-    config : CIIDefenceConfig
-
-    Returns
-    -------
-    mask : torch.Tensor
-        ``(B, H, W)`` bool.
-    boxes : torch.Tensor
-        ``(B, N, 4)`` in image pixels; ``N = k * p``, or 0 for ``regions="none"``.
-    valid : torch.Tensor
-        ``(B, N)`` bool.
+    inpaint : callable
+        ``inpaint(images, mask) -> images`` with ``mask`` ``(B, H, W)`` bool.
+    denoise : callable
+        ``denoise(images) -> images``.
     """
-    batch, height, width = images.shape[0], *images.shape[-2:]
-    count = config.top_k * config.peaks if config.regions != "none" else 0
-    if config.regions == "cam":
-        peaks, valid = select_peaks(evidence.cams, config.peaks, 2 * config.half_width + 1)
-        peaks, valid = peaks.flatten(1, 2), valid.flatten(1)
-    else:
-        peaks = torch.randint(0, classifier.input_size, (batch, count, 2), device=images.device)
-        valid = torch.ones(batch, count, dtype=torch.bool, device=images.device)
-    scale, top, left = classifier.view_geometry(height, width)
-    boxes = peaks_to_boxes(peaks, config.half_width, scale, top, left)
-    return boxes_to_mask(boxes, valid, height, width), boxes, valid
+
+    inpaint: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    denoise: Callable[[torch.Tensor], torch.Tensor]
+
+
+def exact_stages(config: CIIDefenceConfig) -> Stages:
+    """The real stages: the configured inpainter and wavelet shrinkage."""
+    return Stages(
+        inpaint=lambda images, mask: inpaint(images, mask, config.inpainter, config.inpaint_radius,
+                                             config.inpainter_model),
+        denoise=lambda images: wavelet_shrinkage(images, config.sigma, config.wavelet, config.wavelet_levels,
+                                                 config.threshold, config.wavelet_backend),
+    )
+
+
+def differentiable_stages(config: CIIDefenceConfig) -> Stages:
+    """BPDA's stand-ins: identity through the inpainting, exact gradients through a torch wavelet shrinkage."""
+    return Stages(
+        inpaint=lambda images, mask: images,
+        denoise=lambda images: wavelet_shrinkage(images, config.sigma, config.wavelet, config.wavelet_levels,
+                                                 config.threshold, "torch"),
+    )
 
 
 @contextlib.contextmanager
@@ -192,20 +107,52 @@ def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
 
 
+def run_pipeline(
+    images: torch.Tensor,
+    classifier: Classifier,
+    config: CIIDefenceConfig,
+    stages: Stages,
+    timings: dict[str, float] | None = None,
+    generator: Generators = None,
+) -> Purification:
+    """CIIDefence's steps with the given stages; regions are chosen without gradients.
+
+    1. rank the classes and take the CAMs of the top ``k``;
+    2. select ``p`` peaks per CAM and the union of their boxes;
+    3. inpaint the boxes and denoise the image (``stages``);
+    4. fuse the two.
+
+    ``config.regions`` and ``config.denoise`` switch steps off for ablations.
+    See :func:`purify` for the parameters.
+    """
+    check_images(images)
+    evidence = None
+    with torch.no_grad():
+        if config.regions == "cam":
+            with _timed(timings, "cam"):
+                evidence = class_activation_maps(classifier, images.detach(), config.top_k)
+        with _timed(timings, "regions"):
+            mask, boxes, valid = select_regions(classifier, images, evidence, config.regions, config.top_k,
+                                                config.peaks, config.half_width, config.peak_threshold, generator)
+    with _timed(timings, "inpaint"):
+        inpainted = stages.inpaint(images, mask) if mask.any() else images
+    if not config.denoise:
+        return Purification(inpainted, inpainted, images, mask, boxes, valid, evidence)
+    with _timed(timings, "denoise"):
+        denoised = stages.denoise(denoiser_input(images, inpainted, config.fusion))
+    with _timed(timings, "fuse"):
+        output = fuse(inpainted, denoised, mask, config.fusion)
+    return Purification(output, inpainted, denoised, mask, boxes, valid, evidence)
+
+
 def purify(
     images: torch.Tensor,
     classifier: Classifier,
     config: CIIDefenceConfig | None = None,
     timings: dict[str, float] | None = None,
+    generator: Generators = None,
 ) -> Purification:
     """Purify images with CIIDefence, keeping every intermediate.
-
-    1. rank the classes and take the CAMs of the top ``k``;
-    2. select ``p`` peaks per CAM and the union of their boxes;
-    3. inpaint the boxes and wavelet-denoise the image;
-    4. fuse the two.
-
-    ``config.regions`` and ``config.denoise`` switch steps off for ablations.
 
     Parameters
     ----------
@@ -218,6 +165,8 @@ def purify(
     timings : dict, optional
         If given, the seconds spent in each stage (``"cam"``, ``"regions"``,
         ``"inpaint"``, ``"denoise"``, ``"fuse"``) are added to it.
+    generator : torch.Generator or sequence of them, optional
+        Only ``regions="random"`` draws: one generator for the batch or one per image.
 
     Returns
     -------
@@ -225,32 +174,18 @@ def purify(
         ``output`` has the input's shape.
     """
     config = config or CIIDefenceConfig()
-    check_images(images)
-    height, width = images.shape[-2:]
     with torch.no_grad():
-        evidence = None
-        if config.regions == "cam":
-            with _timed(timings, "cam"):
-                evidence = class_activation_maps(classifier, images, config.top_k)
-        with _timed(timings, "regions"):
-            mask, boxes, valid = select_regions(classifier, images, evidence, config)
-        with _timed(timings, "inpaint"):
-            inpainted = inpaint(
-                images, mask, config.inpainter, config.inpaint_radius, config.inpainter_model
-            ) if mask.any() else images
-        if not config.denoise:
-            return Purification(inpainted, inpainted, images, mask, boxes, valid, evidence)
-        # Equal within 1e-4 (tested); scikit-image is faster for one image on a CPU, ptwt for batches and GPUs.
-        single_cpu_image = images.device.type == "cpu" and len(images) == 1
-        denoiser = wavelet_denoise if single_cpu_image else wavelet_denoise_torch
-        with _timed(timings, "denoise"):
-            denoised = denoiser(
-                images if config.fusion == "mask" else inpainted,
-                config.sigma, config.wavelet, config.wavelet_levels, config.threshold,
-            )
-        with _timed(timings, "fuse"):
-            output = fuse(inpainted, denoised, mask) if config.fusion == "mask" else denoised
-    return Purification(output, inpainted, denoised, mask, boxes, valid, evidence)
+        return run_pipeline(images, classifier, config, exact_stages(config), timings, generator)
+
+
+def approximate(
+    images: torch.Tensor, classifier: Classifier, config: CIIDefenceConfig, generator: Generators = None
+) -> torch.Tensor:
+    """CIIDefence's differentiable BPDA stand-in: the same pipeline with :func:`differentiable_stages`.
+
+    The region mask is recomputed from ``images`` but not differentiated.
+    """
+    return run_pipeline(images, classifier, config, differentiable_stages(config), generator=generator).output
 
 
 class CIIDefence(nn.Module):
@@ -259,40 +194,39 @@ class CIIDefence(nn.Module):
     Parameters
     ----------
     classifier : Classifier
-        The classifier whose CAMs choose the regions to inpaint.
+        The classifier whose CAMs choose the regions to inpaint. It is used,
+        not owned: it is not a submodule (not in ``state_dict()``), so move it
+        to a device yourself.
     config : CIIDefenceConfig, optional
+
+    Raises
+    ------
+    ConfigError
+        If the boxes could cover more than half of the classifier's view.
 
     Notes
     -----
     The map is not differentiable (inpainting, thresholds, peak selection);
-    its output carries no gradient.
+    its output carries no gradient. :meth:`differentiable_approximation` is
+    the stand-in BPDA attacks differentiate.
     """
 
     def __init__(self, classifier: Classifier, config: CIIDefenceConfig | None = None) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.__dict__["classifier"] = classifier  # used, not owned: kept out of the module tree
         self.config = config or CIIDefenceConfig()
+        self.config.check_coverage(classifier.input_size)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] to purified images of the same shape."""
-        return purify(images, self.classifier, self.config).output
+        return purify(images, self.classifier, self.config, generator=generator).output
 
-    def differentiable_approximation(self, images: torch.Tensor) -> torch.Tensor:
-        """A differentiable stand-in for BPDA: exact gradients through a torch
-        wavelet shrinkage, identity through the inpainting; the region mask is
-        recomputed from ``images`` but not differentiated."""
-        config = self.config
-        if config.denoise:
-            denoised = wavelet_denoise_torch(
-                images, config.sigma, config.wavelet, config.wavelet_levels, config.threshold
-            )
-        else:
-            denoised = images
-        if config.fusion == "denoise-after" or config.regions == "none":
-            return denoised
-        with torch.no_grad():
-            evidence = None
-            if config.regions == "cam":
-                evidence = class_activation_maps(self.classifier, images.detach(), config.top_k)
-            mask, _, _ = select_regions(self.classifier, images, evidence, config)
-        return fuse(images, denoised, mask)
+    def differentiable_approximation(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """See :func:`approximate`."""
+        return approximate(images, self.classifier, self.config, generator)
+
+    def extra_repr(self) -> str:
+        changed = {name: value for name, value in self.config.to_dict().items()
+                   if value != getattr(CIIDefenceConfig, name)}
+        settings = ", ".join(f"{name}={value!r}" for name, value in changed.items()) or "defaults"
+        return f"classifier={self.classifier.name!r}, {settings}"

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..models.base import Classifier
+from ..randomness import Generators
 
 
 class DefendedClassifier(nn.Module):
@@ -25,6 +26,7 @@ class DefendedClassifier(nn.Module):
         self.classifier = classifier
         self.defence = defence
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)`` of the defended images."""
-        return self.classifier(self.defence(images))
+    def forward(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the defended images; ``generator`` goes to a randomised defence."""
+        purified = self.defence(images) if generator is None else self.defence(images, generator=generator)
+        return self.classifier(purified)

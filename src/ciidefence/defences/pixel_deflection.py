@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..denoising import wavelet_denoise_torch
-from ..denoising.wavelet import check_shrinkage
+from ..denoising import check_shrinkage
+from ..denoising.wavelet_torch import wavelet_denoise_torch
 from ..errors import ConfigError
 from ..models.base import Classifier
+from ..randomness import Generators, per_image, rand, randint
 from ..regions.cam import class_activation_maps
 from ..validation import check_images
 
@@ -52,7 +53,8 @@ def robust_activation_map(classifier: Classifier, images: torch.Tensor, top_k: i
 
 
 def deflect_pixels(
-    images: torch.Tensor, relevance: torch.Tensor, deflections: int = 200, window: int = 10
+    images: torch.Tensor, relevance: torch.Tensor, deflections: int = 200, window: int = 10,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Replace randomly chosen pixel values by those of random nearby pixels.
 
@@ -72,29 +74,29 @@ def deflect_pixels(
         Pixels changed per image (fewer if too few candidates are accepted).
     window : int
         Largest offset, in pixels, of the source pixel.
+    generator : torch.Generator or sequence of them, optional
+        One generator for the batch or one per image; None uses torch's default.
 
     Returns
     -------
     torch.Tensor
-        ``(B, 3, H, W)``; uses torch's global random generator.
+        ``(B, 3, H, W)``.
     """
-    batch, channels, height, width = images.shape
-    device = images.device
+    _, channels, height, width = images.shape
     draws = 8 * deflections
-    ys = torch.randint(0, height, (batch, draws), device=device)
-    xs = torch.randint(0, width, (batch, draws), device=device)
-    cs = torch.randint(0, channels, (batch, draws), device=device)
-    keep = torch.rand(batch, draws, device=device) < relevance.flatten(1).gather(1, ys * width + xs)
-    accepted = ~keep & (torch.cumsum(~keep, dim=1) <= deflections)
-    source_y = (ys + torch.randint(-window, window + 1, ys.shape, device=device)).clamp(0, height - 1)
-    source_x = (xs + torch.randint(-window, window + 1, xs.shape, device=device)).clamp(0, width - 1)
-    flat = images.flatten(1)
-    target = (cs * height + ys) * width + xs
-    source = (cs * height + source_y) * width + source_x
-    values = flat.gather(1, source)
-    output = flat.clone()
-    for row, chosen in enumerate(accepted):
-        output[row, target[row, chosen]] = values[row, chosen]
+    output = images.flatten(1).clone()
+    for row, image_generator in enumerate(per_image(generator, len(images))):
+        ys = randint(0, height, (draws,), image_generator, images.device)
+        xs = randint(0, width, (draws,), image_generator, images.device)
+        cs = randint(0, channels, (draws,), image_generator, images.device)
+        keep = rand((draws,), image_generator, images.device) < relevance[row].flatten()[ys * width + xs]
+        accepted = ~keep & (torch.cumsum(~keep, dim=0) <= deflections)
+        offsets = randint(-window, window + 1, (2, draws), image_generator, images.device)
+        source_y = (ys + offsets[0]).clamp(0, height - 1)
+        source_x = (xs + offsets[1]).clamp(0, width - 1)
+        target = ((cs * height + ys) * width + xs)[accepted]
+        source = ((cs * height + source_y) * width + source_x)[accepted]
+        output[row, target] = images[row].flatten()[source]
     return output.view_as(images)
 
 
@@ -121,16 +123,20 @@ class PixelDeflection(nn.Module):
         if deflections < 0 or window < 1 or top_k < 1:
             raise ConfigError("pixel deflection needs deflections >= 0, window >= 1 and top_k >= 1")
         check_shrinkage(sigma, "bayes")
-        self.classifier = classifier
+        self.__dict__["classifier"] = classifier  # used, not owned: kept out of the module tree
         self.deflections, self.window, self.sigma, self.top_k, self.wavelet = deflections, window, sigma, top_k, wavelet
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         check_images(images)
         with torch.no_grad():
             relevance = robust_activation_map(self.classifier, images, self.top_k)
-            deflected = deflect_pixels(images, relevance, self.deflections, self.window)
+            deflected = deflect_pixels(images, relevance, self.deflections, self.window, generator)
             return wavelet_denoise_torch(deflected, self.sigma, self.wavelet, None, "bayes")
 
-    def differentiable_approximation(self, images: torch.Tensor) -> torch.Tensor:
+    def differentiable_approximation(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Identity through the deflections, exact gradients through a torch wavelet shrinkage."""
         return wavelet_denoise_torch(images, self.sigma, self.wavelet, None, "bayes")
+
+    def extra_repr(self) -> str:
+        return (f"classifier={self.classifier.name!r}, deflections={self.deflections}, window={self.window}, sigma={self.sigma}, top_k={self.top_k}, "
+                f"wavelet={self.wavelet!r}")

@@ -1,9 +1,14 @@
-"""Every defence by name, each built as an ``images -> images`` module.
+"""Every defence by name: its kind in :data:`DEFENCES`, and :func:`build_defence` to make one.
 
-``none`` is the undefended classifier; ``ciid`` is CIIDefence with the run's
-configuration; ``ciid-*`` are its ablations (that configuration with one
-step changed); the rest are rival input-transformation defences with their
-papers' settings.
+``none`` is the undefended classifier (an identity module); ``ciid`` is
+CIIDefence with the run's configuration; ``ciid-*`` are its ablations (that
+configuration with one step changed); the rest are rival input-transformation
+defences with their papers' settings.
+
+A built :class:`Defence` carries what it is (name, full parameters, their
+digest, whether it draws random numbers, its BPDA approximations) next to
+the module that computes it, so nothing downstream re-infers those from
+names or parameter values.
 """
 
 from __future__ import annotations
@@ -13,26 +18,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..models.base import Classifier
 from .bpda import APPROXIMATIONS
-from .ciid import CIIDefence, CIIDefenceConfig
-from .pixel_deflection import PixelDeflection
-from .transforms import (
-    RandomResizePad,
-    bit_depth_reduction,
-    jpeg_compression,
-    median_smoothing,
-    total_variance_minimization,
-)
+from .config import CIIDefenceConfig
+
+if TYPE_CHECKING:  # the registry is read by the command line's help, which must not wait for torch
+    import torch
+    from torch import nn
+
+    from ..models.base import Classifier
+    from ..randomness import Generators
 
 
 @dataclass(frozen=True)
 class DefenceSpec:
-    """A named defence.
+    """A kind of defence in the registry.
 
     Attributes
     ----------
@@ -46,11 +48,13 @@ class DefenceSpec:
         Draws random numbers on each call; BPDA attacks on it use EOT.
     differentiable : bool
         Has a ``differentiable_approximation`` for BPDA, beside the identity.
+    is_ciid : bool
+        CIIDefence or one of its ablations.
     """
 
     name: str
     title: str
-    build: Callable[[Classifier, dict], nn.Module] | None
+    build: Callable[[Classifier, dict], nn.Module]
     params: dict = field(default_factory=dict)
     randomised: bool = False
     differentiable: bool = False
@@ -61,8 +65,31 @@ class DefenceSpec:
         return APPROXIMATIONS if self.differentiable else ("identity",)
 
 
-def _ciid(classifier: Classifier, params: dict) -> CIIDefence:
+def _none(classifier: Classifier, params: dict) -> nn.Module:
+    from .transforms import NoDefence
+
+    return NoDefence()
+
+
+def _ciid(classifier: Classifier, params: dict) -> nn.Module:
+    from .ciid import CIIDefence
+
     return CIIDefence(classifier, CIIDefenceConfig(**params))
+
+
+def _pixel_deflection(classifier: Classifier, params: dict) -> nn.Module:
+    from .pixel_deflection import PixelDeflection
+
+    return PixelDeflection(classifier, **params)
+
+
+def _transform(name: str) -> Callable[[Classifier, dict], nn.Module]:
+    def build(classifier: Classifier, params: dict) -> nn.Module:
+        from . import transforms
+
+        return getattr(transforms, name)(**params)
+
+    return build
 
 
 def _ablation(name: str, title: str, overrides: dict, randomised: bool = False) -> DefenceSpec:
@@ -70,26 +97,26 @@ def _ablation(name: str, title: str, overrides: dict, randomised: bool = False) 
 
 
 SPECS = (
-    DefenceSpec("none", "no defence", None),
+    DefenceSpec("none", "no defence", _none),
     _ablation("ciid", "CIIDefence", {}),
     _ablation("ciid-denoise-only", "CIIDefence, wavelet denoising only", {"regions": "none"}),
     _ablation("ciid-inpaint-only", "CIIDefence, inpainting only", {"denoise": False}),
     _ablation("ciid-k1", "CIIDefence, top-1 class only", {"top_k": 1}),
     _ablation("ciid-random-boxes", "CIIDefence, random boxes", {"regions": "random"}, randomised=True),
     DefenceSpec("pixel-deflection", "Pixel Deflection (Prakash et al. 2018)",
-                lambda classifier, p: PixelDeflection(classifier, **p),
+                _pixel_deflection,
                 {"deflections": 200, "window": 10, "sigma": 0.04, "top_k": 5, "wavelet": "db1"},
                 randomised=True, differentiable=True),
-    DefenceSpec("jpeg", "JPEG compression (Guo et al. 2018)", lambda _, p: jpeg_compression(**p), {"quality": 75}),
-    DefenceSpec("bit-depth", "bit-depth reduction (Xu et al. 2018)", lambda _, p: bit_depth_reduction(**p),
+    DefenceSpec("jpeg", "JPEG compression (Guo et al. 2018)", _transform("jpeg_compression"), {"quality": 75}),
+    DefenceSpec("bit-depth", "bit-depth reduction (Xu et al. 2018)", _transform("bit_depth_reduction"),
                 {"bit_depth": 5}),
-    DefenceSpec("median", "median smoothing (Xu et al. 2018)", lambda _, p: median_smoothing(**p),
+    DefenceSpec("median", "median smoothing (Xu et al. 2018)", _transform("median_smoothing"),
                 {"window_size": 3}),
     DefenceSpec("tvm", "total-variance minimisation (Guo et al. 2018)",
-                lambda _, p: total_variance_minimization(**p), {"prob": 0.3, "lamb": 0.03, "max_iter": 10},
+                _transform("TotalVarianceMinimization"), {"prob": 0.3, "lamb": 0.03, "max_iter": 10},
                 randomised=True),
     DefenceSpec("random-resize-pad", "random resize and pad (Xie et al. 2018)",
-                lambda _, p: RandomResizePad(**p), {"max_ratio": 331 / 299}, randomised=True, differentiable=True),
+                _transform("RandomResizePad"), {"max_ratio": 331 / 299}, randomised=True, differentiable=True),
 )
 DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in SPECS}
 RIVALS = tuple(spec.name for spec in SPECS if not spec.is_ciid and spec.name != "none")
@@ -112,14 +139,58 @@ def defence_params(name: str, ciid: CIIDefenceConfig | None = None) -> dict:
 
 
 def defence_digest(name: str, params: dict) -> str:
-    """A short hash of a defence's name and parameters, identifying it in result tables."""
+    """The one hash of a defence configuration: its name and full parameters."""
     text = json.dumps({"defence": name, "params": params}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True, eq=False)
+class Defence:
+    """A configured defence: what it is, and the module that computes it.
+
+    Attributes
+    ----------
+    name : str
+        Its kind, a key of :data:`DEFENCES`.
+    params : dict
+        Its full parameters.
+    digest : str
+        :func:`defence_digest` of the name and parameters; identifies it in results.
+    module : nn.Module
+        ``module(images, generator=None)``: ``(B, 3, H, W)`` in [0, 1] to
+        images of the same shape.
+    randomised : bool
+        Draws random numbers; results depend on the generator it is given.
+    approximations : tuple of str
+        The BPDA approximations it has.
+    """
+
+    name: str
+    params: dict
+    digest: str
+    module: nn.Module
+    randomised: bool
+    approximations: tuple[str, ...]
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def title(self) -> str:
+        return DEFENCES[self.name].title
+
+    def __call__(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """The defended images, without gradients."""
+        import torch
+
+        with torch.no_grad():
+            return self.module(images, generator=generator)
+
+
 def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | None = None,
-                  params: dict | None = None) -> nn.Module | None:
-    """The defence module named ``name`` (None for ``"none"``).
+                  params: dict | None = None) -> Defence:
+    """The defence named ``name``, configured and built.
 
     Parameters
     ----------
@@ -133,9 +204,9 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
         Full parameters, instead of :func:`defence_params`.
     """
     spec = defence_spec(name)
-    if spec.build is None:
-        return None
+    params = params if params is not None else defence_params(name, ciid)
     try:
-        return spec.build(classifier, params if params is not None else defence_params(name, ciid))
+        module = spec.build(classifier, params)
     except TypeError as error:
         raise ConfigError(f"bad parameters for defence {name!r}: {error}") from None
+    return Defence(name, params, defence_digest(name, params), module, spec.randomised, spec.approximations)

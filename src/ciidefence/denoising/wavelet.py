@@ -6,18 +6,9 @@ import torch
 from skimage.restoration import denoise_wavelet
 
 from ..arrays import from_numpy_images, to_numpy_images
-from ..errors import ConfigError
+from . import check_shrinkage
 
-THRESHOLDS = ("bayes", "visu")
 _SKIMAGE_METHODS = {"bayes": "BayesShrink", "visu": "VisuShrink"}
-
-
-def check_shrinkage(sigma: float, threshold: str) -> None:
-    """Raise :class:`ConfigError` for a negative ``sigma`` or an unknown ``threshold``."""
-    if threshold not in THRESHOLDS:
-        raise ConfigError(f"unknown threshold {threshold!r}; choose one of: {', '.join(THRESHOLDS)}")
-    if not sigma >= 0:
-        raise ConfigError(f"sigma must be non-negative, got {sigma}")
 
 
 def wavelet_denoise(

@@ -14,7 +14,7 @@ import pywt
 import torch
 from skimage.color.colorconv import ycbcr_from_rgb
 
-from .wavelet import check_shrinkage
+from . import check_shrinkage
 
 
 def _soft(coefficients: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,22 @@
 """Evaluating defences under attack: plans, the results database, runs and reports."""
 
-from .data import LabelledImage, load_dataset
-from .plan import THREATS, Experiment, RunConfig
-from .runner import Evaluation, open_run
-from .store import ResultRow, ResultStore
-from .summary import sanity_checks, wilson_interval, write_report
+from .._lazy import lazy_exports
 
-__all__ = [
-    "THREATS", "Evaluation", "Experiment", "LabelledImage", "ResultRow", "ResultStore", "RunConfig",
-    "load_dataset", "open_run", "sanity_checks", "wilson_interval", "write_report",
-]
+_EXPORTS = {
+    "LabelledImage": ".data",
+    "load_dataset": ".data",
+    "PURPOSES": ".plan",
+    "THREATS": ".plan",
+    "Experiment": ".plan",
+    "RunConfig": ".plan",
+    "Evaluation": ".runner",
+    "open_run": ".runner",
+    "ResultRow": ".store",
+    "ResultStore": ".store",
+    "read_run": ".store",
+    "sanity_checks": ".summary",
+    "wilson_interval": ".summary",
+    "write_report": ".summary",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -7,11 +7,16 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from ..attacks import attack_params, attack_spec, format_eps
-from ..defences import CIIDefenceConfig, defence_spec
 from ..defences.bpda import APPROXIMATIONS
+from ..defences.config import CIIDefenceConfig
+from ..defences.registry import defence_digest, defence_params, defence_spec
 from ..errors import ConfigError
+from ..images import DEFAULT_MAX_PIXELS
 
 THREATS = ("graybox", "bpda")
+"""Threat models a user chooses; the unattacked experiment has threat ``"clean"``."""
+PURPOSES = ("main", "sanity", "sweep")
+"""Why an experiment runs: the table asked for, the sanity checks, or a parameter sweep."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -21,18 +26,45 @@ UNBOUNDED_EPS = 1.0
 class Experiment:
     """One attack setting: every selected image is attacked once under it.
 
-    ``threat`` is ``"clean"`` (no attack), ``"graybox"`` (the attacker attacks the
-    bare classifier; every defence is scored on the result) or
-    ``"bpda-<approximation>"`` (the attacker attacks ``defence`` itself, with
-    the real defence forward and the approximation backward).
+    Attributes
+    ----------
+    attack : str
+        An attack of :data:`ciidefence.attacks.ATTACKS`, or ``"clean"`` (no attack).
+    params : tuple
+        The attack's full parameters as sorted ``(key, value)`` pairs.
+    eps : float or None
+        The budget; None for minimum-norm attacks and the clean experiment.
+    threat : str
+        ``"clean"``, ``"graybox"`` (the attacker attacks the bare classifier;
+        every defence is scored on the result) or ``"bpda"`` (the attacker
+        attacks ``target`` itself, with the real defence forward and
+        ``approximation`` backward).
+    approximation : str or None
+        BPDA's backward approximation.
+    target : str or None
+        BPDA's attacked defence (its label in the run).
+    purpose : str
+        One of :data:`PURPOSES`.
     """
 
     attack: str
     params: tuple = ()
     eps: float | None = None
     threat: str = "clean"
-    defence: str | None = None
-    purpose: str = "table"
+    approximation: str | None = None
+    target: str | None = None
+    purpose: str = "main"
+
+    def identity(self) -> dict:
+        """Every field, by name: what the experiment is, independent of how the dataclass prints."""
+        return {"attack": self.attack, "params": dict(self.params), "eps": self.eps, "threat": self.threat,
+                "approximation": self.approximation, "target": self.target, "purpose": self.purpose}
+
+    @property
+    def digest(self) -> str:
+        """A stable hash of :meth:`identity`; the experiment's key in the results database and in seeds."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def params_json(self) -> str:
@@ -43,15 +75,16 @@ class Experiment:
         return format_eps(self.eps)
 
     @property
-    def approximation(self) -> str | None:
-        return self.threat.split("-", 1)[1] if self.threat.startswith("bpda-") else None
+    def threat_label(self) -> str:
+        """``"graybox"``, ``"clean"``, or ``"bpda-<approximation>"`` for tables."""
+        return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
 
     def describe(self) -> str:
         if self.threat == "clean":
             return "clean"
-        parts = [self.attack, f"eps {self.eps_label}" if self.eps is not None else "unbounded", self.threat]
-        if self.defence:
-            parts.append(f"on {self.defence}")
+        parts = [self.attack, f"eps {self.eps_label}" if self.eps is not None else "unbounded", self.threat_label]
+        if self.target:
+            parts.append(f"on {self.target}")
         return " ".join(parts)
 
 
@@ -87,6 +120,7 @@ class RunConfig:
     seed: int = 0
     sanity: bool = True
     sweep: tuple[dict, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         for name in self.defences:
@@ -115,23 +149,42 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
 
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
-
     @property
     def ciid_config(self) -> CIIDefenceConfig:
         return CIIDefenceConfig(**self.ciid)
 
+    @property
+    def purpose(self) -> str:
+        """The purpose of the run's own experiments: ``"sweep"`` when it scores sweep points, else ``"main"``."""
+        return "sweep" if self.sweep else "main"
+
+    def defence_entries(self) -> list[tuple[str, str, dict]]:
+        """(label, name, full parameters) of every defence the run scores.
+
+        Labels are the names; sweep points, all CIIDefence, are labelled
+        ``ciid@<digest>``.
+        """
+        entries = [(name, name, defence_params(name, self.ciid_config)) for name in self.defences]
+        for point in self.sweep:
+            params = CIIDefenceConfig(**point).to_dict()
+            entries.append((f"ciid@{defence_digest('ciid', params)}", "ciid", params))
+        return entries
+
+    def clean_experiment(self) -> Experiment:
+        """The unattacked experiment; every defence's clean prediction is drawn under its identity."""
+        return Experiment("clean", purpose=self.purpose)
+
     def experiments(self) -> list[Experiment]:
         """The experiments of this run, cheapest first."""
-        found = [Experiment("clean")]
+        purpose = self.purpose
+        found = [self.clean_experiment()]
         for name in self.attacks:
             spec = attack_spec(name)
             params = tuple(sorted(attack_params(name, self.attack_overrides.get(name)).items()))
             budgets = (self.eps if spec.norm == "inf" else self.eps_l2) if spec.bounded else (None,)
             for eps in budgets:
                 if "graybox" in self.threats:
-                    found.append(Experiment(name, params, eps, "graybox"))
+                    found.append(Experiment(name, params, eps, "graybox", purpose=purpose))
                 if ("bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks)
                         and (self.bpda_eps is None or eps is None or eps in self.bpda_eps)):
                     for defence in self.defences:
@@ -140,10 +193,10 @@ class RunConfig:
                         for approximation in self.approximations:
                             if approximation not in defence_spec(defence).approximations:
                                 continue
-                            found.append(Experiment(name, params, eps, f"bpda-{approximation}", defence))
+                            found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose))
         if self.sanity:
             sanity = tuple(sorted(SANITY_PGD.items()))
             found.append(Experiment("pgd", sanity, SANITY_EPS, "graybox", purpose="sanity"))
             found.append(Experiment("pgd", sanity, UNBOUNDED_EPS, "graybox", purpose="sanity"))
         unique = list(dict.fromkeys(found))
-        return sorted(unique, key=lambda e: (e.threat != "clean", e.purpose == "sanity", e.threat.startswith("bpda")))
+        return sorted(unique, key=lambda e: (e.threat != "clean", e.purpose == "sanity", e.threat == "bpda"))

@@ -1,80 +1,57 @@
-"""Running an evaluation: attack, defend, score, and write every image's outcome."""
+"""Running an evaluation: attack, defend, score, and write every image's outcome.
+
+:class:`Evaluation` checks and builds everything a run needs (classifier,
+data, defences, experiments) before anything is written; :func:`open_run`
+then creates or reopens the run folder. Work is split into units (one batch
+of images under one experiment, scored by every defence it concerns);
+:meth:`Evaluation.run_unit` computes a unit's rows from its identity alone,
+so the rows do not depend on the order in which units run.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import random
+import json
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..attacks import attack_spec
 from ..attacks.estimators import art_estimator
-from ..defences import (
-    CIIDefenceConfig,
-    build_defence,
-    defence_digest,
-    defence_params,
-    defence_spec,
-)
 from ..defences.art import ARTPreprocessor
-from ..errors import ConfigError
+from ..defences.registry import Defence, build_defence
+from ..errors import CIIDefenceError, ConfigError
 from ..images import load_image
-from ..models import Classifier, load_classifier
+from ..models import load_classifier
+from ..models.base import CROP_FRACTION, Classifier
+from ..randomness import global_seed, seeded_generator, stable_seed
 from .data import LabelledImage, load_dataset
+from .lock import RunLock
 from .plan import Experiment, RunConfig
-from .store import ResultRow, ResultStore, canonical_json
+from .store import NO_PREDICTION, ResultRow, ResultStore
 
 RESULTS_FILE = "results.sqlite"
 CONFIG_FILE = "config.json"
 
-
-@dataclass
-class Defence:
-    """A named defence: its module (None for no defence), config and hash."""
-
-    name: str
-    module: torch.nn.Module | None
-    config_json: str
-    digest: str
-    randomised: bool = False
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.module is None:
-            return images
-        with torch.no_grad():
-            return self.module(images)
-
-
-UNDEFENDED = Defence("none", None, "{}", "none")
-
-
-def build_defences(classifier: Classifier, config: RunConfig) -> dict[str, Defence]:
-    """The run's defences keyed by name; sweep points are keyed ``ciid@<hash>``."""
-    entries = [(name, name, defence_params(name, config.ciid_config)) for name in config.defences]
-    for point in config.sweep:
-        params = CIIDefenceConfig(**point).to_dict()
-        entries.append((f"ciid@{defence_digest('ciid', params)}", "ciid", params))
-    defences = {}
-    for key, name, params in entries:
-        digest = defence_digest(name, params) if name != "none" else "none"
-        module = build_defence(name, classifier, params=params)
-        defences[key] = Defence(name, module, canonical_json(params), digest, defence_spec(name).randomised)
-    return defences
+Unit = tuple[Experiment, int, list[LabelledImage]]
+"""(experiment, batch index, batch): the work that one transaction writes."""
 
 
 def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStore:
     """Create a run folder, or reopen one to resume after checking its configuration.
 
+    Call it only once everything the run needs has been checked (build the
+    :class:`Evaluation` first): a bad option then leaves no folder behind.
+    The folder is locked until the returned store is closed.
+
     Raises
     ------
     ConfigError
-        If the folder already holds results and ``resume`` is False, or holds a
-        run of another configuration. Nothing is overwritten.
+        If the folder already holds results and ``resume`` is False, holds a
+        run of another configuration, or is in use by another process.
+        Nothing is overwritten.
     """
     run_dir = Path(run_dir)
     database = run_dir / RESULTS_FILE
@@ -82,171 +59,248 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not database.exists():
         raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(database)
-    stored = store.get_meta("config")
-    if stored is None:
-        store.set_meta("config", config.to_json())
-        (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
-    elif stored != config.to_json():
-        store.close()
-        raise ConfigError(
-            f"{run_dir} was made by a different configuration; resume it with the same options "
-            f"(see {run_dir / CONFIG_FILE}) or choose another --out"
-        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror or error})") from None
+    lock = RunLock(run_dir).acquire()
+    try:
+        store = ResultStore(database)
+        store.lock = lock
+        stored = store.get_meta("config")
+        if stored is None:
+            store.set_meta("config", config.to_json())
+            (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
+        elif stored != config.to_json():
+            store.close()
+            raise ConfigError(
+                f"{run_dir} was made by a different configuration; resume it with the same options "
+                f"(see {run_dir / CONFIG_FILE}) or choose another --out"
+            )
+    except BaseException:
+        lock.release()
+        raise
     return store
-
-
-def _seed_for(seed: int, *parts: object) -> int:
-    text = "|".join(map(str, (seed, *parts)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def _seed_all(value: int) -> None:
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
 
 
 class Evaluation:
     """An evaluation run over one classifier, its defences and a set of experiments.
 
+    Building it checks the model, the data and every option, and writes nothing.
+
     Parameters
     ----------
     config : RunConfig
-    store : ResultStore
     device : torch.device
     progress : callable, optional
-        ``progress(total_batches) -> bar`` with ``update(n)`` and ``set_postfix_str(text)``.
+        ``progress(total_units) -> bar`` with ``update(n)``, ``set_postfix_str(text)`` and ``close()``.
     """
 
-    def __init__(self, config: RunConfig, store: ResultStore, device: torch.device, progress=None) -> None:
+    def __init__(self, config: RunConfig, device: torch.device,
+                 progress: Callable[[int], object] | None = None) -> None:
         self.config = config
-        self.store = store
         self.device = device
         self.progress = progress
-        self.classifier = load_classifier(config.model, config.checkpoint, config.random_weights).to(device)
+        self.classifier: Classifier = load_classifier(config.model, config.checkpoint,
+                                                      config.random_weights).to(device)
         self.images = load_dataset(config.data, config.labels, num_classes=1000)[: config.limit]
-        self.defences = build_defences(self.classifier, config)
+        self.undefended = build_defence("none", self.classifier)
+        self.defences: dict[str, Defence] = {}
+        self.invalid: dict[str, str] = {}  # sweep points refused (label: why), recorded, not scored
+        for label, name, params in config.defence_entries():
+            try:
+                self.defences[label] = build_defence(name, self.classifier, params=params)
+            except ConfigError as error:
+                if label == name:  # a defence asked for by name: its options are wrong
+                    raise
+                self.invalid[label] = str(error)
         self.experiments = config.experiments()
-        self._views: dict[str, torch.Tensor] = {}
-        self._estimators: dict[tuple, object] = {}
+        self.clean = config.clean_experiment()
+        self._views: dict[str, torch.Tensor | str] = {}
+        self._clean_predictions: dict[tuple[str, str], int] = {}  # (defence digest, image) -> class
+        self._estimators: dict[tuple, tuple[object, ARTPreprocessor | None]] = {}
+
+    # --- the plan -------------------------------------------------------------------------------
 
     def batches(self) -> list[list[LabelledImage]]:
         size = self.config.batch_size
         return [self.images[start : start + size] for start in range(0, len(self.images), size)]
 
-    def view(self, batch: list[LabelledImage]) -> torch.Tensor:
-        """The classifier's ``S x S`` view of each image, cached."""
-        for item in batch:
-            if item.key not in self._views:
-                self._views[item.key] = self.classifier.prepare(load_image(item.path)[None])[0]
-        return torch.stack([self._views[item.key] for item in batch]).to(self.device)
-
-    def _estimator(self, experiment: Experiment):
-        key = (experiment.threat, experiment.defence)
-        if key not in self._estimators:
-            preprocessors, eot_samples = None, 1
-            if experiment.approximation is not None:
-                defence = self.defences[experiment.defence]
-                preprocessors = [ARTPreprocessor(defence.module, experiment.approximation,
-                                                 "gpu" if self.device.type == "cuda" else "cpu")]
-                eot_samples = self.config.eot_samples if defence.randomised else 1
-            self._estimators[key] = art_estimator(self.classifier, preprocessors, eot_samples)
-        return self._estimators[key]
-
-    def _attack(self, experiment: Experiment, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if experiment.threat == "clean":
-            return images
-        spec = attack_spec(experiment.attack)
-        attack = spec.build(self._estimator(experiment), experiment.eps, dict(experiment.params),
-                            self.config.batch_size)
-        adversarial = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
-        return torch.from_numpy(adversarial).to(self.device).clamp(0, 1)
-
-    def _predict(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.classifier(images).argmax(1).cpu()
-
-    def _clean(self, defence: Defence, batch: list[LabelledImage], images: torch.Tensor,
-               cache: dict[tuple[str, str], int]) -> tuple[list[int], float | None]:
-        """``defence``'s predictions on the clean images, computed once per image; and its ms/img if computed now."""
-        keys = [(defence.digest, item.key) for item in batch]
-        if all(key in cache for key in keys):
-            return [cache[key] for key in keys], None
-        purified, defence_ms = self._defend(defence, images)
-        cache.update(zip(keys, self._predict(purified).tolist()))
-        return [cache[key] for key in keys], defence_ms
-
-    @staticmethod
-    def _defend(defence: Defence, images: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The defended images and the defence's milliseconds per image."""
-        started = time.perf_counter()
-        purified = defence(images)
-        return purified, 1000 * (time.perf_counter() - started) / len(images)
-
-    def pending(self) -> list[tuple[Experiment, int, list[LabelledImage]]]:
-        """(experiment, batch index, batch) for every batch not yet written."""
-        work = []
-        for experiment in self.experiments:
-            done = [
-                self.store.done_images(self.classifier.name, defence.digest, experiment.attack,
-                                       experiment.params_json, experiment.eps_label, experiment.threat)
-                for defence in self.scored_defences(experiment)
-            ]
-            for index, batch in enumerate(self.batches()):
-                if any(item.key not in images for images in done for item in batch):
-                    work.append((experiment, index, batch))
-        return work
-
     def scored_defences(self, experiment: Experiment) -> list[Defence]:
-        if experiment.defence is not None:
-            return [self.defences[experiment.defence]]
+        """The defences scored on an experiment's adversarial images.
+
+        BPDA: its target. Sanity checks: the undefended model only (they test
+        the attack). Otherwise every defence of the run.
+        """
+        if experiment.target is not None:
+            return [self.defences[experiment.target]]
+        if experiment.purpose == "sanity":
+            return [self.undefended]
         return list(self.defences.values())
 
-    def run(self) -> None:
-        """Run every pending batch, writing each batch's rows in one transaction."""
-        work = self.pending()
+    def units(self) -> list[Unit]:
+        """Every unit of the run, in plan order."""
+        return [(experiment, index, batch) for experiment in self.experiments
+                for index, batch in enumerate(self.batches())]
+
+    def pending(self, store: ResultStore) -> list[Unit]:
+        """The units not yet fully written to ``store``."""
+        done = store.done()
+        return [
+            (experiment, index, batch) for experiment, index, batch in self.units()
+            if any((item.key, defence.digest, experiment.digest) not in done
+                   for defence in self.scored_defences(experiment) for item in batch)
+        ]
+
+    # --- randomness -------------------------------------------------------------------------------
+
+    def _seed(self, *parts: object) -> int:
+        return stable_seed(self.config.seed, self.classifier.name, *parts)
+
+    def _generators(self, experiment: Experiment, batch: list[LabelledImage],
+                    defence: Defence) -> list[torch.Generator]:
+        """One generator per image for ``defence`` under ``experiment``: the same whatever the batching."""
+        return [seeded_generator(self.config.seed, self.classifier.name, experiment.digest, item.key, defence.digest)
+                for item in batch]
+
+    # --- the work ----------------------------------------------------------------------------------
+
+    def view(self, item: LabelledImage) -> torch.Tensor | str:
+        """The classifier's ``S x S`` view of an image (cached), or the error message if it cannot be read."""
+        if item.key not in self._views:
+            try:
+                view_side = round(self.classifier.input_size / CROP_FRACTION)
+                image = load_image(item.path, self.config.max_pixels, view_side)
+                self._views[item.key] = self.classifier.prepare(image[None])[0]
+            except CIIDefenceError as error:
+                self._views[item.key] = str(error)
+        return self._views[item.key]
+
+    def _estimator(self, experiment: Experiment) -> tuple[object, ARTPreprocessor | None]:
+        key = (experiment.target, experiment.approximation)
+        if key not in self._estimators:
+            preprocessor, eot_samples = None, 1
+            if experiment.threat == "bpda":
+                defence = self.defences[experiment.target]
+                preprocessor = ARTPreprocessor(defence.module, experiment.approximation,
+                                               "gpu" if self.device.type == "cuda" else "cpu")
+                eot_samples = self.config.eot_samples if defence.randomised else 1
+            estimator = art_estimator(self.classifier, [preprocessor] if preprocessor else None, eot_samples)
+            self._estimators[key] = (estimator, preprocessor)
+        return self._estimators[key]
+
+    def _attack(self, experiment: Experiment, batch: list[LabelledImage], images: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+        if experiment.threat == "clean":
+            return images
+        keys = [item.key for item in batch]
+        estimator, preprocessor = self._estimator(experiment)
+        if preprocessor is not None:
+            preprocessor.generator = seeded_generator(self.config.seed, self.classifier.name, experiment.digest,
+                                                      "eot", *keys)
+        attack = attack_spec(experiment.attack).build(estimator, experiment.eps, dict(experiment.params),
+                                                      self.config.batch_size)
+        with global_seed(self._seed(experiment.digest, "attack", *keys)):  # ART's random starts
+            adversarial = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
+        return torch.from_numpy(adversarial).to(self.device).clamp(0, 1)
+
+    def _predict(self, images: torch.Tensor) -> list[int]:
+        with torch.no_grad():
+            return self.classifier(images).argmax(1).cpu().tolist()
+
+    @staticmethod
+    def _defend(defence: Defence, images: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, float]:
+        """The defended images and the defence's milliseconds per image."""
+        started = time.perf_counter()
+        purified = defence(images, generator=generators)
+        return purified, 1000 * (time.perf_counter() - started) / len(images)
+
+    def _clean_prediction(self, defence: Defence, batch: list[LabelledImage],
+                          images: torch.Tensor) -> tuple[list[int], float | None]:
+        """``defence``'s predictions on the clean images, drawn under the clean experiment's identity.
+
+        Computed once per image and defence; returns the defence's ms per
+        image when computed now, else None.
+        """
+        keys = [(defence.digest, item.key) for item in batch]
+        if all(key in self._clean_predictions for key in keys):
+            return [self._clean_predictions[key] for key in keys], None
+        purified, defence_ms = self._defend(defence, images, self._generators(self.clean, batch, defence))
+        self._clean_predictions.update(zip(keys, self._predict(purified), strict=True))
+        return [self._clean_predictions[key] for key in keys], defence_ms
+
+    def run_unit(self, experiment: Experiment, batch: list[LabelledImage]) -> list[ResultRow]:
+        """Every row of one unit: each image of ``batch`` under ``experiment``, scored by each defence.
+
+        An image that cannot be read gets error rows (predictions
+        :data:`NO_PREDICTION`, the message in ``error``); the others go on.
+        """
+        started = time.perf_counter()
+        defences = self.scored_defences(experiment)
+        views = {item.key: self.view(item) for item in batch}
+        readable = [item for item in batch if isinstance(views[item.key], torch.Tensor)]
+        rows = [self._row(item, defence, experiment, error=views[item.key])
+                for item in batch if item not in readable for defence in defences]
+        if not readable:
+            return rows
+        images = torch.stack([views[item.key] for item in readable]).to(self.device)
+        labels = torch.tensor([item.label for item in readable])
+        adversarial = self._attack(experiment, readable, images, labels)
+        pred_clean, _ = self._clean_prediction(self.undefended, readable, images)
+        pred_adv = pred_clean if experiment.threat == "clean" else self._predict(adversarial)
+        difference = (adversarial - images).flatten(1).cpu()
+        l2, linf = difference.norm(dim=1).tolist(), difference.abs().amax(dim=1).tolist()
+        scored = []
+        for defence in defences:
+            clean_defended, defence_ms = self._clean_prediction(defence, readable, images)
+            if experiment.threat == "clean":
+                defended_adv = clean_defended  # the adversarial images are the clean ones
+                if defence_ms is None:
+                    _, defence_ms = self._defend(defence, images, self._generators(experiment, readable, defence))
+            else:
+                purified, defence_ms = self._defend(defence, adversarial,
+                                                    self._generators(experiment, readable, defence))
+                defended_adv = self._predict(purified)
+            scored.append((defence, clean_defended, defended_adv, defence_ms))
+        seconds = (time.perf_counter() - started) / len(batch)
+        rows += [
+            self._row(item, defence, experiment, pred_clean[i], clean_defended[i], pred_adv[i], defended_adv[i],
+                      l2[i], linf[i], seconds, defence_ms)
+            for defence, clean_defended, defended_adv, defence_ms in scored
+            for i, item in enumerate(readable)
+        ]
+        return rows
+
+    def _row(self, item: LabelledImage, defence: Defence, experiment: Experiment,
+             pred_clean: int = NO_PREDICTION, pred_clean_defended: int = NO_PREDICTION,
+             pred_adv: int = NO_PREDICTION, pred_defended_adv: int = NO_PREDICTION, l2: float = 0.0,
+             linf: float = 0.0, seconds: float = 0.0, defence_ms: float = 0.0,
+             error: str | torch.Tensor | None = None) -> ResultRow:
+        return ResultRow(
+            item.key, item.label, self.classifier.name, defence.name, defence.params_json, defence.digest,
+            experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
+            experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
+            pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
+            error if isinstance(error, str) else None,
+        )
+
+    def run(self, store: ResultStore) -> None:
+        """Run every pending unit, writing each unit's rows in one transaction."""
+        work = self.pending(store)
         bar = self.progress(len(work)) if self.progress else None
-        clean_cache: dict[tuple[str, str], int] = {}  # (defence hash, image) -> prediction on the clean image
-        for experiment, index, batch in work:
+        try:
+            store.set_meta("images", str(len(self.images)))
+            store.set_meta("invalid_defences", json.dumps(self.invalid, sort_keys=True))
+            store.set_meta("units_total", str(len(self.units())))
+            for experiment, index, batch in work:
+                if bar is not None:
+                    bar.set_postfix_str(experiment.describe())
+                store.write(self.run_unit(experiment, batch), unit=(experiment.digest, index))
+                if bar is not None:
+                    bar.update(1)
+        finally:
             if bar is not None:
-                bar.set_postfix_str(experiment.describe())
-            started = time.perf_counter()
-            _seed_all(_seed_for(self.config.seed, experiment, index))
-            images = self.view(batch)
-            labels = torch.tensor([item.label for item in batch])
-            adversarial = self._attack(experiment, images, labels)
-            pred_clean = torch.tensor(self._clean(UNDEFENDED, batch, images, clean_cache)[0])
-            pred_adv = pred_clean if adversarial is images else self._predict(adversarial)
-            difference = (adversarial - images).flatten(1).cpu()
-            l2, linf = difference.norm(dim=1), difference.abs().amax(dim=1)
-            scored = []
-            for defence in self.scored_defences(experiment):
-                clean_defended, defence_ms = self._clean(defence, batch, images, clean_cache)
-                if experiment.threat == "clean" and defence_ms is not None:
-                    defended_adv = torch.tensor(clean_defended)  # the adversarial images are the clean ones
-                elif defence.module is None:
-                    defended_adv, defence_ms = pred_adv, 0.0
-                else:
-                    purified, defence_ms = self._defend(defence, adversarial)
-                    defended_adv = self._predict(purified)
-                scored.append((defence, clean_defended, defended_adv, defence_ms))
-            seconds = (time.perf_counter() - started) / len(batch)
-            self.store.write([
-                ResultRow(
-                    item.key, item.label, self.classifier.name, defence.name, defence.config_json,
-                    defence.digest, experiment.attack, experiment.params_json, experiment.eps,
-                    experiment.eps_label, experiment.threat, int(pred_clean[i]), clean_defended[i],
-                    int(pred_adv[i]), int(defended_adv[i]), float(l2[i]), float(linf[i]), seconds, defence_ms,
-                )
-                for defence, clean_defended, defended_adv, defence_ms in scored
-                for i, item in enumerate(batch)
-            ])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
 
 
 def tqdm_progress(total: int):

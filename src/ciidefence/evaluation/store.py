@@ -1,19 +1,25 @@
-"""The results database: one row per image and experiment, written transactionally.
+"""The results database: one row per image, experiment and defence, written transactionally.
 
 A run folder holds ``results.sqlite`` and ``config.json``; a killed run loses
 at most the batch it was writing, and ``--resume`` skips every batch already
-written.
+written. Each row stores what it is (the experiment's purpose, threat,
+approximation, attack, parameters and budget; the defence's name,
+parameters and digest) as columns, so reports never re-infer it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import TracebackType
 
-SCHEMA = """
+from .lock import RunLock
+
+RESULTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     image            TEXT    NOT NULL,
     label            INTEGER NOT NULL,
@@ -21,11 +27,15 @@ CREATE TABLE IF NOT EXISTS results (
     defence          TEXT    NOT NULL,
     defence_config   TEXT    NOT NULL,
     defence_hash     TEXT    NOT NULL,
+    experiment       TEXT    NOT NULL,
+    purpose          TEXT    NOT NULL,
     attack           TEXT    NOT NULL,
     attack_params    TEXT    NOT NULL,
     eps              REAL,
     eps_label        TEXT    NOT NULL,
     threat           TEXT    NOT NULL,
+    approximation    TEXT,
+    target           TEXT,
     pred_clean       INTEGER NOT NULL,
     pred_clean_defended INTEGER NOT NULL,
     pred_adv         INTEGER NOT NULL,
@@ -34,15 +44,22 @@ CREATE TABLE IF NOT EXISTS results (
     linf             REAL    NOT NULL,
     seconds          REAL    NOT NULL,
     defence_ms       REAL    NOT NULL,
-    UNIQUE (image, model, defence_hash, attack, attack_params, eps_label, threat)
+    error            TEXT,
+    UNIQUE (image, model, defence_hash, experiment)
 );
+"""
+SCHEMA = RESULTS_SCHEMA + """
+CREATE TABLE IF NOT EXISTS units (experiment TEXT NOT NULL, batch INTEGER NOT NULL, PRIMARY KEY (experiment, batch));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+NO_PREDICTION = -1
+"""The prediction stored in an error row (an image that could not be read)."""
 
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One image's outcome under one (model, defence, attack, eps, threat).
+    """One image's outcome under one experiment, scored by one defence.
 
     ``pred_*`` are class indices: the undefended model on the clean image
     (``pred_clean``), the defended model on the clean image, the undefended
@@ -50,7 +67,8 @@ class ResultRow:
     defence ``none`` the defended and undefended predictions coincide. ``l2``
     and ``linf`` measure the perturbation; ``defence_ms`` is the defence's
     time on this image (its share of the batch), ``seconds`` this image's share of
-    its batch's wall time.
+    its batch's wall time. ``error`` holds the message when the image could
+    not be evaluated (its predictions are then :data:`NO_PREDICTION`).
     """
 
     image: str
@@ -59,11 +77,15 @@ class ResultRow:
     defence: str
     defence_config: str
     defence_hash: str
+    experiment: str
+    purpose: str
     attack: str
     attack_params: str
     eps: float | None
     eps_label: str
     threat: str
+    approximation: str | None
+    target: str | None
     pred_clean: int
     pred_clean_defended: int
     pred_adv: int
@@ -72,42 +94,56 @@ class ResultRow:
     linf: float
     seconds: float
     defence_ms: float
+    error: str | None = None
 
 
-_COLUMNS = list(ResultRow.__dataclass_fields__)
+COLUMNS = list(ResultRow.__dataclass_fields__)
 
 
 class ResultStore:
-    """SQLite results of one run folder."""
+    """SQLite results of one run folder; a context manager that closes the connection.
+
+    Opening a database written by an older release migrates it in place (one
+    transaction): columns added since are filled from what the old rows say.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.connection = sqlite3.connect(self.path)
+        self.lock: RunLock | None = None  # released on close
+        self.connection = sqlite3.connect(self.path, timeout=30)
         self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.executescript(SCHEMA)
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
-        if "defence_ms" not in columns:  # a database written before defence times were recorded
-            with self.connection:
-                self.connection.execute("ALTER TABLE results ADD COLUMN defence_ms REAL NOT NULL DEFAULT 0")
+        if columns and "experiment" not in columns:
+            _migrate(self.connection)
+        self.connection.executescript(SCHEMA)
 
-    def write(self, rows: list[ResultRow]) -> None:
-        """Insert rows in one transaction: all of them, or none if the process dies."""
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def write(self, rows: list[ResultRow], unit: tuple[str, int] | None = None) -> None:
+        """Insert rows, and mark ``unit`` (experiment digest, batch index) finished, in one transaction:
+        all of it, or nothing if the process dies."""
+        placeholders = ", ".join("?" for _ in COLUMNS)
         with self.connection:
             self.connection.executemany(
-                f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({placeholders})",
                 [tuple(asdict(row).values()) for row in rows],
             )
+            if unit is not None:
+                self.connection.execute("INSERT OR REPLACE INTO units (experiment, batch) VALUES (?, ?)", unit)
 
-    def done_images(self, model: str, defence_hash: str, attack: str, attack_params: str, eps_label: str,
-                    threat: str) -> set[str]:
-        """Images already written for one experiment."""
-        cursor = self.connection.execute(
-            "SELECT image FROM results WHERE model=? AND defence_hash=? AND attack=? AND attack_params=? "
-            "AND eps_label=? AND threat=?",
-            (model, defence_hash, attack, attack_params, eps_label, threat),
-        )
-        return {image for (image,) in cursor}
+    def units_done(self) -> int:
+        """How many units (experiment x batch) are finished."""
+        return self.connection.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+
+    def done(self) -> set[tuple[str, str, str]]:
+        """``(image, defence_hash, experiment)`` of every row written."""
+        cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results")
+        return set(cursor)
 
     def get_meta(self, key: str) -> str | None:
         row = self.connection.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -119,21 +155,83 @@ class ResultStore:
 
     def rows(self) -> list[dict]:
         """Every row, as dicts keyed by column."""
-        cursor = self.connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM results ORDER BY rowid")
-        return [dict(zip(_COLUMNS, values)) for values in cursor]
+        cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY rowid")
+        return [dict(zip(COLUMNS, values, strict=True)) for values in cursor]
 
     def close(self) -> None:
         self.connection.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
-def read_run(run_dir: str | os.PathLike) -> tuple[list[dict], dict | None]:
-    """Every row of a run folder's database, and the run's configuration (None if not stored)."""
-    store = ResultStore(Path(run_dir) / "results.sqlite")
-    try:
-        stored = store.get_meta("config")
-        return store.rows(), json.loads(stored) if stored else None
-    finally:
-        store.close()
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Rebuild a results table from before experiment identities were stored.
+
+    Old rows spelled BPDA as ``bpda-<approximation>`` in ``threat`` and did not
+    store the purpose: a PGD row with the sanity check's parameters and budget
+    is taken for a sanity row (what old reports did), the rest for the run's
+    own (``sweep`` when the run scored sweep points).
+    """
+    from .plan import SANITY_EPS, SANITY_PGD, UNBOUNDED_EPS, Experiment
+
+    has_meta = connection.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone()
+    stored = connection.execute("SELECT value FROM meta WHERE key='config'").fetchone() if has_meta else None
+    run_purpose = "sweep" if stored and json.loads(stored[0]).get("sweep") else "main"
+    sanity_params = canonical_json(SANITY_PGD)
+    names = [row[1] for row in connection.execute("PRAGMA table_info(results)")]
+    old = [dict(zip(names, values, strict=True)) for values in connection.execute("SELECT * FROM results ORDER BY rowid")]
+    rows = []
+    for row in old:
+        threat, _, approximation = row["threat"].partition("-")
+        is_sanity = (row["attack"] == "pgd" and row["attack_params"] == sanity_params and row["eps"] is not None
+                     and any(math.isclose(row["eps"], eps) for eps in (SANITY_EPS, UNBOUNDED_EPS)))
+        purpose = "sanity" if is_sanity else run_purpose
+        params = tuple(sorted(json.loads(row["attack_params"]).items()))
+        target = row["defence"] if threat == "bpda" else None
+        experiment = Experiment(row["attack"], params, row["eps"], threat, approximation or None, target, purpose)
+        rows.append(ResultRow(
+            row["image"], row["label"], row["model"], row["defence"], row["defence_config"], row["defence_hash"],
+            experiment.digest, purpose, row["attack"], row["attack_params"], row["eps"], row["eps_label"], threat,
+            approximation or None, target, row["pred_clean"], row["pred_clean_defended"], row["pred_adv"],
+            row["pred_defended_adv"], row["l2"], row["linf"], row["seconds"], row.get("defence_ms", 0.0),
+        ))
+    with connection:
+        connection.execute("ALTER TABLE results RENAME TO results_before_migration")
+        connection.execute(RESULTS_SCHEMA)
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        connection.executemany(f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                               [tuple(asdict(row).values()) for row in rows])
+        connection.execute("DROP TABLE results_before_migration")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a run folder's database holds: its rows, configuration and progress.
+
+    ``images`` and ``units_total`` are the plan's size (None for databases
+    written before they were stored); ``units_done`` the units finished;
+    ``invalid`` a JSON object of the defences refused (label: reason).
+    """
+
+    rows: list[dict]
+    config: dict | None
+    images: int | None
+    units_total: int | None
+    units_done: int
+    invalid: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.units_total is None or self.units_done >= self.units_total
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """Read a run folder's database (``results.sqlite``)."""
+    with ResultStore(Path(run_dir) / "results.sqlite") as store:
+        config, images, units, invalid = (store.get_meta(key)
+                                          for key in ("config", "images", "units_total", "invalid_defences"))
+        return Run(store.rows(), json.loads(config) if config else None, int(images) if images else None,
+                   int(units) if units else None, store.units_done(), invalid)
 
 
 def canonical_json(value: object) -> str:

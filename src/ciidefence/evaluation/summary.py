@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -11,11 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..attacks import ATTACKS, format_eps
-from ..defences import DEFENCES
-from .plan import SANITY_EPS, SANITY_PGD, UNBOUNDED_EPS
-from .store import canonical_json, read_run
-
-SANITY_PARAMS = canonical_json(SANITY_PGD)
+from ..defences.registry import DEFENCES
+from .plan import SANITY_EPS, UNBOUNDED_EPS
+from .store import Run, canonical_json, read_run
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -30,17 +29,28 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
 
 @dataclass(frozen=True)
 class Cell:
-    """Accuracy of one defence under one (attack, eps, threat), over its images."""
+    """Accuracy of one defence under one experiment, over its images.
+
+    ``images`` counts the images scored; ``errors`` those that could not be
+    read (left out of the accuracy). ``attack_seconds`` is the experiment's
+    wall time per image (attack and every defence scored on it), the same for
+    every defence of the experiment; ``defence_ms`` is this defence's own
+    time per image.
+    """
 
     model: str
     defence: str
     defence_hash: str
+    experiment: str
+    purpose: str
     attack: str
     attack_params: str
     eps: float | None
     eps_label: str
     threat: str
+    approximation: str | None
     images: int
+    errors: int
     correct: int
     accuracy: float
     ci_low: float
@@ -48,36 +58,47 @@ class Cell:
     undefended_accuracy: float
     median_l2: float
     median_linf: float
-    seconds_per_image: float
+    attack_seconds: float
     defence_ms: float
 
     @property
     def is_sanity(self) -> bool:
-        return self.attack == "pgd" and self.attack_params == SANITY_PARAMS
+        return self.purpose == "sanity"
+
+    @property
+    def threat_label(self) -> str:
+        return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
 
 
 def cells(rows: list[dict]) -> list[Cell]:
-    """Aggregate rows into one :class:`Cell` per defence x attack x params x eps x threat."""
+    """Aggregate rows into one :class:`Cell` per model, defence and experiment."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        key = (row["model"], row["defence"], row["defence_hash"], row["attack"], row["attack_params"],
-               row["eps"], row["eps_label"], row["threat"])
+        key = (row["model"], row["defence"], row["defence_hash"], row["experiment"], row["purpose"], row["attack"],
+               row["attack_params"], row["eps"], row["eps_label"], row["threat"], row["approximation"])
         groups[key].append(row)
     found = []
     for key, members in groups.items():
-        correct = sum(r["pred_defended_adv"] == r["label"] for r in members)
-        low, high = wilson_interval(correct, len(members))
+        scored = [r for r in members if r["error"] is None]
+        total = len(scored)
+        correct = sum(r["pred_defended_adv"] == r["label"] for r in scored)
+        low, high = wilson_interval(correct, total)
+
+        def mean_or_nan(values: list[float]) -> float:
+            return statistics.fmean(values) if values else math.nan
+
         found.append(Cell(
-            *key, len(members), correct, correct / len(members), low, high,
-            sum(r["pred_adv"] == r["label"] for r in members) / len(members),
-            statistics.median(r["l2"] for r in members), statistics.median(r["linf"] for r in members),
-            statistics.fmean(r["seconds"] for r in members), statistics.fmean(r["defence_ms"] for r in members),
+            *key, total, len(members) - total, correct, correct / total if total else math.nan, low, high,
+            mean_or_nan([r["pred_adv"] == r["label"] for r in scored]),
+            statistics.median(r["l2"] for r in scored) if scored else math.nan,
+            statistics.median(r["linf"] for r in scored) if scored else math.nan,
+            mean_or_nan([r["seconds"] for r in scored]), mean_or_nan([r["defence_ms"] for r in scored]),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
     defence_order = {name: i for i, name in enumerate(DEFENCES)}
     return sorted(found, key=lambda c: (defence_order.get(c.defence, len(defence_order)), c.defence,
-                                        threat_order.get(c.threat, 2), c.threat, c.is_sanity,
+                                        threat_order.get(c.threat, 2), c.threat_label, c.is_sanity,
                                         attack_order.get(c.attack, 99), c.eps or 0))
 
 
@@ -87,7 +108,7 @@ def attacks_the_scored_model(cell: Cell) -> bool:
     Gray-box results of a defended model come from attacks on another model,
     so the sanity checks on attack strength do not apply to them.
     """
-    return cell.defence == "none" or cell.threat.startswith("bpda")
+    return cell.defence == "none" or cell.threat == "bpda"
 
 
 @dataclass(frozen=True)
@@ -97,9 +118,18 @@ class Check:
     detail: str
 
 
-def sanity_checks(table: list[Cell]) -> list[Check]:
-    """The checks of Carlini et al. (2019), "On Evaluating Adversarial Robustness"."""
+def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool = True) -> list[Check]:
+    """The checks of Carlini et al. (2019), "On Evaluating Adversarial Robustness".
+
+    ``config`` (the run's) and ``complete`` only say why a check could not run.
+    """
     checks = []
+    if config is not None and not config.get("sanity", True):
+        why_not = "the run was made with --no-sanity"
+    elif not complete:
+        why_not = "the run is incomplete: its sanity attacks run last (--resume it)"
+    else:
+        why_not = "no sanity rows in this run"
 
     def sanity_cell(eps):
         return next((c for c in table if c.defence == "none" and c.is_sanity and c.threat == "graybox"
@@ -107,8 +137,7 @@ def sanity_checks(table: list[Cell]) -> list[Check]:
 
     strong = sanity_cell(SANITY_EPS)
     if strong is None:
-        checks.append(Check("undefended model falls to <= 1% under PGD-20 at 8/255", "NOT RUN",
-                            "run with the defence 'none' and sanity checks on"))
+        checks.append(Check("undefended model falls to <= 1% under PGD-20 at 8/255", "NOT RUN", why_not))
     else:
         checks.append(Check(
             "undefended model falls to <= 1% under PGD-20 at 8/255", "PASS" if strong.accuracy <= 0.01 else "FLAG",
@@ -117,7 +146,7 @@ def sanity_checks(table: list[Cell]) -> list[Check]:
         ))
     unbounded = sanity_cell(UNBOUNDED_EPS)
     if unbounded is None:
-        checks.append(Check("an unbounded attack reaches 0%", "NOT RUN", "run with the defence 'none'"))
+        checks.append(Check("an unbounded attack reaches 0% (PGD-20, eps 1, undefended)", "NOT RUN", why_not))
     else:
         checks.append(Check(
             "an unbounded attack reaches 0% (PGD-20, eps 1, undefended)",
@@ -129,38 +158,40 @@ def sanity_checks(table: list[Cell]) -> list[Check]:
     series: dict[tuple, list[Cell]] = defaultdict(list)
     for cell in table:
         if cell.eps is not None and not cell.is_sanity and cell.threat != "clean" and attacks_the_scored_model(cell):
-            series[(cell.defence, cell.attack, cell.attack_params, cell.threat)].append(cell)
+            series[(cell.defence, cell.attack, cell.attack_params, cell.threat_label)].append(cell)
     rises = []
     for (defence, attack, _, threat), members in series.items():
         members.sort(key=lambda c: c.eps)
-        for before, after in zip(members, members[1:]):
+        for before, after in itertools.pairwise(members):
             if after.accuracy > before.accuracy:
                 rises.append(f"{defence}/{attack}/{threat}: {before.accuracy:.1%} at {before.eps_label} -> "
                              f"{after.accuracy:.1%} at {after.eps_label}")
+    measured = any(len(m) > 1 for m in series.values())
     checks.append(Check(
-        "accuracy does not rise with eps", "NOT RUN" if not any(len(m) > 1 for m in series.values())
-        else ("FLAG" if rises else "PASS"),
-        "; ".join(rises) + (" (possible gradient masking, or noise of few images)" if rises else ""),
+        "accuracy does not rise with eps", "NOT RUN" if not measured else ("FLAG" if rises else "PASS"),
+        "; ".join(rises) + (" (possible gradient masking, or noise of few images)" if rises else "")
+        if measured else "needs one attack at two or more budgets on the undefended model (or under BPDA)",
     ))
 
     weaker = []
     compared = 0
-    single = {(c.defence, c.eps_label, c.threat): c for c in table if c.attack == "fgsm"}
+    single = {(c.defence, c.eps_label, c.threat_label): c for c in table if c.attack == "fgsm" and not c.is_sanity}
     for cell in table:
         spec = ATTACKS.get(cell.attack)
         if (spec is None or not spec.iterative or not spec.bounded or spec.norm != "inf" or cell.is_sanity
                 or not attacks_the_scored_model(cell)):
             continue
-        reference = single.get((cell.defence, cell.eps_label, cell.threat))
+        reference = single.get((cell.defence, cell.eps_label, cell.threat_label))
         if reference is None:
             continue
         compared += 1
         if cell.accuracy > reference.accuracy:
-            weaker.append(f"{cell.defence}/{cell.threat}/{cell.eps_label}: {cell.attack} {cell.accuracy:.1%} > "
+            weaker.append(f"{cell.defence}/{cell.threat_label}/{cell.eps_label}: {cell.attack} {cell.accuracy:.1%} > "
                           f"fgsm {reference.accuracy:.1%}")
     checks.append(Check(
         "iterative attacks do at least as well as FGSM", "NOT RUN" if compared == 0 else ("FLAG" if weaker else "PASS"),
-        "; ".join(weaker) + (" (possible gradient masking or a weak attack)" if weaker else ""),
+        "; ".join(weaker) + (" (possible gradient masking or a weak attack)" if weaker else "")
+        if compared else "needs FGSM and an iterative L-inf attack at the same budget on the undefended model",
     ))
     return checks
 
@@ -174,13 +205,31 @@ def _params_text(params: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
 
 
-def markdown(table: list[Cell], checks: list[Check], config: dict | None) -> str:
+def _progress_line(run: Run, table: list[Cell]) -> list[str]:
+    """``**incomplete: N of M batches**`` for an unfinished run, else nothing."""
+    if run.complete:
+        return []
+    return [f"**Incomplete: {run.units_done} of {run.units_total} batches written**; cells marked † have fewer "
+            f"images than the run's {run.images}. `ciid evaluate ... --resume` continues it.", ""]
+
+
+def _short(cell: Cell, total: int | None) -> bool:
+    return total is not None and cell.images + cell.errors < total
+
+
+def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
+    config = run.config
     lines = ["# Evaluation summary", ""]
+    lines += _progress_line(run, table)
     if config:
         lines += [f"Model `{config['model']}`, data `{config['data']}`"
                   + (f" (first {config['limit']} images)" if config.get("limit") else "")
                   + f", seed {config['seed']}, batch size {config['batch_size']}, EOT samples {config['eot_samples']}.",
                   f"CIIDefence config: `{canonical_json(config['ciid'])}`.", ""]
+    errors = max((c.errors for c in table), default=0)
+    if errors:
+        lines += [f"**{errors} images could not be read** and are left out of every accuracy "
+                  "(their messages are in the `error` column of results.sqlite).", ""]
     lines += [
         "Threat models: **clean** = no attack; **graybox** = the attacker attacks the bare classifier "
         "and each defence is scored on the result; **bpda-identity** / **bpda-differentiable** = the "
@@ -194,24 +243,35 @@ def markdown(table: list[Cell], checks: list[Check], config: dict | None) -> str
         "| check | status | detail |", "|---|---|---|",
     ]
     lines += [f"| {c.name} | **{c.status}** | {c.detail or '-'} |" for c in checks]
+    lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(table, run.images)
     lines += ["", "## Top-1 accuracy of each defence", "",
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
-              "| median L2 | median L-inf | s/img | images |",
+              "| median L2 | median L-inf | defence ms/img | images |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     labels = defence_labels(table)
     for c in table:
-        attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title + (" (sanity)" if c.is_sanity else "")
+        if c.is_sanity:
+            continue
+        attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
         lines.append(
-            f"| {labels[(c.defence, c.defence_hash)]} | {c.threat} | {attack} | {_params_text(c.attack_params)} | {c.eps_label} | "
-            f"{_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} | {_percent(c.undefended_accuracy)} "
-            f"| {c.median_l2:.3f} | {c.median_linf:.4f} | {c.seconds_per_image:.2f} | {c.images} |"
+            f"| {labels[(c.defence, c.defence_hash)]} | {c.threat_label} | {attack} | {_params_text(c.attack_params)} "
+            f"| {c.eps_label} | {_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} "
+            f"| {_percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_linf:.4f} | {c.defence_ms:.1f} "
+            f"| {c.images}{' †' if _short(c, run.images) else ''} |"
         )
-    lines += ["", "## At a glance", ""] + _pivot(table)
+    lines += ["", "## Experiments", "",
+              "Each experiment's wall time per image: the attack, plus every defence scored on it.", "",
+              "| purpose | threat | attack | parameters | eps | s/img | images |", "|---|---|---|---|---|---|---|"]
+    for c in {c.experiment: c for c in table}.values():
+        attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
+        target = f" on {c.defence}" if c.threat == "bpda" else ""
+        lines.append(f"| {c.purpose} | {c.threat_label}{target} | {attack} | {_params_text(c.attack_params)} "
+                     f"| {c.eps_label} | {c.attack_seconds:.2f} | {c.images} |")
     return "\n".join(lines) + "\n"
 
 
 def _column(cell: Cell) -> tuple:
-    return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat)
+    return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat_label)
 
 
 def _column_title(column: tuple) -> str:
@@ -233,7 +293,7 @@ def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
 
 def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, int], Cell], dict[str, float]]:
     """Rows (defence labels), columns (``("clean",)`` or (attack, eps, threat)), cells by (row, column index),
-    and each row's defence ms/img."""
+    and each row's defence ms/img. Sanity cells are left out."""
     table = [c for c in table if not c.is_sanity]
     columns = list(dict.fromkeys(_column(c) for c in table))
     labels = defence_labels(table)
@@ -245,70 +305,87 @@ def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, in
     return rows, columns, values, {k: statistics.fmean(v) for k, v in cost.items()}
 
 
-def _pivot(table: list[Cell]) -> list[str]:
+def at_a_glance(table: list[Cell], total: int | None = None) -> list[str]:
+    """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell."""
     rows, columns, values, cost = pivot(table)
     titles = [_column_title(column) for column in columns]
     header = ["defence", *titles, "defence ms/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells_text = [_percent(values[(row, i)].accuracy) if (row, i) in values else "n/a"
-                      for i in range(len(titles))]
-        lines.append("| " + " | ".join([row, *cells_text, f"{cost[row]:.1f}"]) + " |")
+        texts = []
+        for i in range(len(titles)):
+            cell = values.get((row, i))
+            texts.append("n/a" if cell is None else
+                         f"{_percent(cell.accuracy)}{' †' if _short(cell, total) else ''}")
+        lines.append("| " + " | ".join([row, *texts, f"{cost[row]:.1f}"]) + " |")
+    images = sorted({c.images for c in values.values()})
+    if images:
+        lines += ["", f"n = {images[0]}" if len(images) == 1 else f"n = {images[0]} to {images[-1]} images per cell"]
     return lines
 
 
 def plot_table(table: list[Cell], path: Path) -> None:
-    """The at-a-glance table as a heat map: a row per defence, a column per attack setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The at-a-glance table as a heat map: a row per defence, a column per attack setting, with n."""
     import numpy as np
+    from matplotlib.figure import Figure
 
     rows, columns, values, cost = pivot(table)
     grid = np.full((len(rows), len(columns)), np.nan)
+    counts = np.zeros((len(rows), len(columns)), dtype=int)
     for (row, column), cell in values.items():
         grid[rows.index(row), column] = 100 * cell.accuracy
-    figure, axis = plt.subplots(figsize=(1.6 + 0.8 * len(columns), 1.2 + 0.42 * len(rows)))
+        counts[rows.index(row), column] = cell.images
+    figure = Figure(figsize=(1.6 + 0.85 * len(columns), 1.2 + 0.46 * len(rows)))
+    axis = figure.subplots()
     axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for (r, c), value in np.ndenumerate(grid):
         if not np.isnan(value):
-            axis.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8,
+            axis.text(c, r, f"{value:.0f}\nn={counts[r, c]}", ha="center", va="center", fontsize=6.5,
                       color="white" if value < 60 else "black")
     short = ["clean" if c == ("clean",) else "\n".join(part for part in c if part != "-") for c in columns]
     axis.set_xticks(range(len(columns)), short, fontsize=7)
     axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
     axis.set_title("Top-1 accuracy (%) of each defence; defence cost per image in brackets", fontsize=9)
     figure.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(figure)
+
+
+_MARKERS = "osD^vP*Xh<>p"
 
 
 def plot(table: list[Cell], path: Path) -> None:
-    """Accuracy against eps: a panel per threat model and L-inf attack, a line per defence (eps 0 = clean)."""
-    import matplotlib
+    """Accuracy against eps: a panel per threat model and L-inf attack, a line per defence (eps 0 = clean).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Each defence has its own colour and marker; points are drawn only where
+    measured, with 95% Wilson intervals as bands. The undefended model is dashed.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    clean = {(c.defence, c.defence_hash): c.accuracy for c in table if c.threat == "clean"}
+    clean = {(c.defence, c.defence_hash): c for c in table if c.threat == "clean"}
     labels = defence_labels(table)
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
     for c in table:
         if c.threat != "clean" and c.eps is not None and not c.is_sanity and ATTACKS[c.attack].norm == "inf":
-            series[(c.threat, c.attack)][(c.defence, c.defence_hash)].append(c)
+            series[(c.threat_label, c.attack)][(c.defence, c.defence_hash)].append(c)
     panels = list(series) or [("clean", "fgsm")]
     columns = min(len(panels), 3)
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False)
+    figure = Figure(figsize=(4.6 * columns, 3.8 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    palette = colormaps["tab10"] if len(labels) <= 10 else colormaps["tab20"]
+    order = list(labels)
     handles = {}
-    for axis, panel in zip(axes.flat, panels):
+    for axis, panel in zip(axes.flat, panels, strict=False):
         for key, members in series.get(panel, {}).items():
             members.sort(key=lambda c: c.eps)
-            xs = ([0.0] if key in clean else []) + [255 * c.eps for c in members]
-            ys = ([clean[key]] if key in clean else []) + [c.accuracy for c in members]
-            colour = plt.get_cmap("tab20")(list(labels).index(key) % 20)
-            (line,) = axis.plot(xs, [100 * y for y in ys], "--" if key[0] == "none" else "-", marker="o", ms=3,
-                                color=colour)
+            points = ([(0.0, clean[key])] if key in clean else []) + [(255 * c.eps, c) for c in members]
+            xs = [x for x, _ in points]
+            index = order.index(key)
+            colour = palette(index % palette.N)
+            (line,) = axis.plot(xs, [100 * c.accuracy for _, c in points], "--" if key[0] == "none" else "-",
+                                marker=_MARKERS[index % len(_MARKERS)], ms=4, color=colour, lw=1.2)
+            axis.fill_between(xs, [100 * c.ci_low for _, c in points], [100 * c.ci_high for _, c in points],
+                              color=colour, alpha=0.12, lw=0)
             handles.setdefault(labels[key], line)
         axis.set_title(f"{ATTACKS[panel[1]].title}, {panel[0]}", fontsize=9)
         axis.set_xlabel("eps (L-inf, x/255)")
@@ -318,30 +395,32 @@ def plot(table: list[Cell], path: Path) -> None:
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
     figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    figure.suptitle("Accuracy against attack budget (eps 0 = clean; bands: 95% intervals)", y=1.02)
     figure.tight_layout()
-    figure.suptitle("Accuracy against attack budget (eps 0 = clean)", y=1.02)
     figure.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(figure)
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
     """Rebuild summary.md, summary.csv, summary.json and the two plots from the database."""
     run_dir = Path(run_dir)
-    rows, config = read_run(run_dir)
-    table = cells(rows)
-    checks = sanity_checks(table)
+    run = read_run(run_dir)
+    table = cells(run.rows)
+    checks = sanity_checks(table, run.config, run.complete)
     paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png",
                                                 "accuracy_table.png")}
-    paths["summary.md"].write_text(markdown(table, checks, config))
+    paths["summary.md"].write_text(markdown(table, checks, run))
     with open(paths["summary.csv"], "w", newline="") as handle:
-        fields = list(Cell.__dataclass_fields__) + ["is_sanity"]
+        fields = list(Cell.__dataclass_fields__)
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for cell in table:
-            writer.writerow({**asdict(cell), "is_sanity": cell.is_sanity})
+            writer.writerow(asdict(cell))
     paths["summary.json"].write_text(json.dumps({
-        "config": config,
-        "cells": [{**asdict(c), "is_sanity": c.is_sanity} for c in table],
+        "config": run.config,
+        "complete": run.complete,
+        "units_done": run.units_done,
+        "units_total": run.units_total,
+        "cells": [asdict(c) for c in table],
         "sanity_checks": [asdict(c) for c in checks],
     }, indent=2))
     plot(table, paths["accuracy_vs_eps.png"])
@@ -349,4 +428,15 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["Cell", "Check", "cells", "format_eps", "sanity_checks", "wilson_interval", "write_report"]
+def glance_text(run_dir: str | Path) -> str:
+    """What ``ciid evaluate`` prints at the end: progress, the sanity checks in one line each, the table."""
+    run = read_run(run_dir)
+    table = cells(run.rows)
+    lines = _progress_line(run, table)
+    lines += [f"sanity: {c.status:7s} {c.name}" + (f" ({c.detail})" if c.detail and c.status != "PASS" else "")
+              for c in sanity_checks(table, run.config, run.complete)]
+    return "\n".join([*lines, "", *at_a_glance(table, run.images)]) + "\n"
+
+
+__all__ = ["Cell", "Check", "at_a_glance", "cells", "format_eps", "glance_text", "sanity_checks", "wilson_interval",
+           "write_report"]

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defences import CIIDefenceConfig
+from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
 from .store import read_run
 from .summary import Cell, cells
@@ -62,7 +62,7 @@ def sweep_points(base: CIIDefenceConfig, grid: dict[str, list], samples: int | N
     combos = list(itertools.product(*(grid[n] for n in names))) if names else [()]
     if samples is not None and samples < len(combos):
         combos = random.Random(seed).sample(combos, samples)
-    points = [dataclasses.replace(base, **dict(zip(names, combo))).to_dict() for combo in combos]
+    points = [dataclasses.replace(base, **dict(zip(names, combo, strict=True))).to_dict() for combo in combos]
     return list({json.dumps(p, sort_keys=True): p for p in points}.values())
 
 
@@ -148,12 +148,10 @@ def sweep_markdown(points: list[Score], undefended: Score | None, chosen: Score 
 
 def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) -> None:
     """Clean against mean robust accuracy: sweep points grey, the front as a line, other defences labelled."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
     sweep = [p for p in points if p.defence == "ciid"]
     axis.scatter([100 * p.clean for p in sweep], [100 * p.mean_robust for p in sweep], s=18, color="0.6",
                  label="CIIDefence sweep points")
@@ -177,20 +175,28 @@ def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) ->
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.savefig(path, dpi=130)
-    plt.close(figure)
 
 
 def write_sweep_report(run_dir: str | Path) -> dict[str, Path]:
     """sweep.md, sweep.json and pareto.png, rebuilt from the run's database."""
     run_dir = Path(run_dir)
-    rows, _ = read_run(run_dir)
-    points = scores(cells(rows), rows)
+    run = read_run(run_dir)
+    points = scores(cells(run.rows), run.rows)
     undefended = next((p for p in points if p.defence == "none"), None)
     chosen = best_within(points, undefended.clean) if undefended else None
+    invalid = json.loads(run.invalid) if run.invalid else {}
     paths = {name: run_dir / name for name in ("sweep.md", "sweep.json", "pareto.png")}
-    paths["sweep.md"].write_text(sweep_markdown(points, undefended, chosen))
+    text = sweep_markdown(points, undefended, chosen)
+    if invalid:
+        text += "\n## Points not scored\n\n" + "".join(f"- `{label}`: {why}\n" for label, why in invalid.items())
+    if not run.complete:
+        text = (f"**Incomplete: {run.units_done} of {run.units_total} batches written**; "
+                "`ciid sweep ... --resume` continues it.\n\n") + text
+    paths["sweep.md"].write_text(text)
     paths["sweep.json"].write_text(json.dumps({
+        "complete": run.complete,
         "points": [{**dataclasses.asdict(p), "mean_robust": p.mean_robust} for p in points],
+        "invalid": invalid,
         "chosen": chosen.params if chosen else None,
     }, indent=2))
     plot_pareto(points, paths["pareto.png"], chosen)

@@ -7,14 +7,13 @@ bool, and returns images equal to the input outside the masks.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
-
+from .._lazy import lazy_exports
 from ..errors import ConfigError
-from .biharmonic import inpaint_biharmonic
-from .harmonic import inpaint_harmonic
-from .learned import inpaint_learned, load_inpainter
-from .opencv import inpaint_navier_stokes, inpaint_telea
+
+if TYPE_CHECKING:
+    import torch
 
 INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "learned")
 
@@ -33,19 +32,38 @@ def inpaint(
     ``"learned"``.
     """
     if method == "telea":
+        from .opencv import inpaint_telea
+
         return inpaint_telea(images, masks, radius)
     if method == "navier-stokes":
+        from .opencv import inpaint_navier_stokes
+
         return inpaint_navier_stokes(images, masks, radius)
     if method == "biharmonic":
+        from .biharmonic import inpaint_biharmonic
+
         return inpaint_biharmonic(images, masks)
     if method == "harmonic":
+        from .harmonic import inpaint_harmonic
+
         return inpaint_harmonic(images, masks)
     if method == "learned":
+        from .learned import inpaint_learned
+
         if model_path is None:
             raise ConfigError("the learned inpainter needs a TorchScript model path")
         return inpaint_learned(images, masks, model_path)
     raise ConfigError(f"unknown inpainter {method!r}; choose one of: {', '.join(INPAINTERS)}")
 
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "inpaint_biharmonic": ".biharmonic",
+    "inpaint_harmonic": ".harmonic",
+    "inpaint_learned": ".learned",
+    "load_inpainter": ".learned",
+    "inpaint_navier_stokes": ".opencv",
+    "inpaint_telea": ".opencv",
+})
 
 __all__ = [
     "INPAINTERS",

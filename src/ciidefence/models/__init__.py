@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from ..errors import ModelError
-from .base import Classifier, imagenet_class_names
-from .custom import custom_classifier
-from .efficientnet import efficientnet_lite0
-from .torchvision_models import TORCHVISION_MODELS, torchvision_classifier
+
+if TYPE_CHECKING:
+    from .base import Classifier
 
 DEFAULT_MODEL = "efficientnet_lite0"
-MODEL_NAMES = (DEFAULT_MODEL, *TORCHVISION_MODELS)
+TORCHVISION_NAMES = ("resnet50", "resnet101", "vgg16", "inception_v3")
+"""The paper's classifiers, built by :func:`ciidefence.models.torchvision_models.torchvision_classifier`."""
+MODEL_NAMES = (DEFAULT_MODEL, *TORCHVISION_NAMES)
 
 
 def load_classifier(
@@ -37,19 +40,23 @@ def load_classifier(
         checkpoint that does not fit).
     """
     if name == DEFAULT_MODEL:
+        from .efficientnet import efficientnet_lite0
+
         return efficientnet_lite0(checkpoint, random_weights)
-    if name in TORCHVISION_MODELS:
+    if name in TORCHVISION_NAMES:
+        from .torchvision_models import torchvision_classifier
+
         return torchvision_classifier(name, checkpoint, random_weights)
     raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 
 
-__all__ = [
-    "Classifier",
-    "DEFAULT_MODEL",
-    "MODEL_NAMES",
-    "custom_classifier",
-    "efficientnet_lite0",
-    "imagenet_class_names",
-    "load_classifier",
-    "torchvision_classifier",
-]
+_EXPORTS = {
+    "Classifier": ".base",
+    "imagenet_class_names": ".base",
+    "custom_classifier": ".custom",
+    "efficientnet_lite0": ".efficientnet",
+    "torchvision_classifier": ".torchvision_models",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = ["DEFAULT_MODEL", "MODEL_NAMES", "TORCHVISION_NAMES", "load_classifier", *sorted(_EXPORTS)]

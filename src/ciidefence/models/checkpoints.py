@@ -78,4 +78,8 @@ def load_weights(network: nn.Module, path: str | os.PathLike, model_name: str) -
             if keys
         ]
         raise CheckpointError(f"{path}: not a {model_name} checkpoint: " + ", ".join(details))
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or Inf values (e.g. {broken[0]}); "
+                              f"the checkpoint is corrupt")
     network.load_state_dict(state)

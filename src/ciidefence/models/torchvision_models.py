@@ -61,7 +61,7 @@ _SPECS: dict[str, tuple[str, int, tuple, tuple, Callable]] = {
     "inception_v3": ("Inception_V3_Weights", 299, (0.5,) * 3, (0.5,) * 3, _split_inception),
 }
 
-TORCHVISION_MODELS = tuple(_SPECS)
+TORCHVISION_MODELS = tuple(_SPECS)  # the same names as ciidefence.models.TORCHVISION_NAMES (tested)
 
 
 def cached_weights_path(name: str) -> Path:

@@ -1,6 +1,18 @@
 """Where to inpaint: class activation maps and the boxes around their peaks."""
 
-from .cam import ClassEvidence, class_activation_maps
-from .selection import boxes_to_mask, peaks_to_boxes, select_peaks
+from .._lazy import lazy_exports
 
-__all__ = ["ClassEvidence", "boxes_to_mask", "class_activation_maps", "peaks_to_boxes", "select_peaks"]
+REGION_METHODS = ("cam", "random", "none")
+"""Boxes around CAM peaks (the paper's), random boxes of the same number and size, or none (ablations)."""
+
+_EXPORTS = {
+    "ClassEvidence": ".cam",
+    "class_activation_maps": ".cam",
+    "boxes_to_mask": ".selection",
+    "peaks_to_boxes": ".selection",
+    "random_peaks": ".selection",
+    "select_peaks": ".selection",
+    "select_regions": ".selection",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["REGION_METHODS", *sorted(_EXPORTS)]

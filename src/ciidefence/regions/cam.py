@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..models.base import Classifier
 
 
@@ -84,6 +84,11 @@ def _grad_cam(
     classifier: Classifier, features: torch.Tensor, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grad-CAM maps ``(B, k, h, w)`` (before ReLU), logits and top-k classes."""
+    if torch.is_inference_mode_enabled():
+        raise InputError(
+            f"{classifier.name} has no linear head, so its class activation maps are Grad-CAMs, which need "
+            "gradients: call this outside torch.inference_mode() (torch.no_grad() is fine)"
+        )
     with torch.enable_grad():
         leaf = features.detach().requires_grad_(True)
         logits = classifier.head(leaf)

@@ -9,11 +9,18 @@ image's own pixels.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..randomness import Generators, per_image, randint
+from . import REGION_METHODS
+
+if TYPE_CHECKING:
+    from ..models.base import Classifier
+    from .cam import ClassEvidence
 
 
 def _max_filter3(maps: torch.Tensor) -> torch.Tensor:
@@ -24,12 +31,12 @@ def _max_filter3(maps: torch.Tensor) -> torch.Tensor:
 
 
 def select_peaks(
-    maps: torch.Tensor, num_peaks: int, min_distance: int
+    maps: torch.Tensor, num_peaks: int, min_distance: int, min_ratio: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``num_peaks`` highest local maxima of each map, greedily suppressed.
 
     A local maximum is a pixel with a positive value no smaller than any of its
-    8 neighbours. Peaks are taken highest first; after each, every candidate
+    8 neighbours and at least ``min_ratio`` times its map's maximum. Peaks are taken highest first; after each, every candidate
     within Chebyshev distance ``min_distance - 1`` of it is discarded, so any
     two returned peaks of a map differ by at least ``min_distance`` in row or
     column.
@@ -42,6 +49,8 @@ def select_peaks(
         Peaks wanted per map, at least 1.
     min_distance : int
         At least 1.
+    min_ratio : float
+        Weakest peak kept, as a fraction of its map's maximum, in [0, 1).
 
     Returns
     -------
@@ -54,7 +63,8 @@ def select_peaks(
     if num_peaks < 1 or min_distance < 1:
         raise ConfigError("num_peaks and min_distance must be at least 1")
     height, width = maps.shape[-2:]
-    is_peak = (maps == _max_filter3(maps)) & (maps > 0)
+    strong = maps >= min_ratio * maps.amax(dim=(-2, -1), keepdim=True)
+    is_peak = (maps == _max_filter3(maps)) & (maps > 0) & strong
     candidates = torch.where(is_peak, maps, -math.inf)
     rows = torch.arange(height, device=maps.device)
     cols = torch.arange(width, device=maps.device)
@@ -125,3 +135,67 @@ def boxes_to_mask(boxes: torch.Tensor, valid: torch.Tensor, height: int, width: 
     in_cols = (xs >= boxes[..., 1:2]) & (xs < boxes[..., 3:4])
     overlap = torch.bmm(in_rows.transpose(1, 2).float(), in_cols.float())
     return overlap > 0
+
+
+def random_peaks(batch: int, count: int, size: int, generator: Generators = None) -> torch.Tensor:
+    """``count`` box centres per image, uniform over an ``size x size`` view: ``(batch, count, 2)`` long."""
+    return torch.stack([randint(0, size, (count, 2), image_generator)
+                        for image_generator in per_image(generator, batch)])
+
+
+def select_regions(
+    classifier: Classifier,
+    images: torch.Tensor,
+    evidence: ClassEvidence | None,
+    method: str,
+    top_k: int,
+    peaks: int,
+    half_width: int,
+    min_ratio: float = 0.0,
+    generator: Generators = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The boxes chosen by ``method``, and their union mask at the images' size.
+
+    Parameters
+    ----------
+    classifier : Classifier
+        Gives the view geometry from the classifier's input to image pixels.
+    images : torch.Tensor
+        ``(B, 3, H, W)``; only its shape and device are used.
+    evidence : ClassEvidence or None
+        The top-k CAMs; needed for ``method="cam"``.
+    method : {"cam", "random", "none"}
+        See :data:`REGION_METHODS`.
+    top_k, peaks : int
+        Classes and peaks per class: ``"random"`` places ``top_k * peaks`` boxes.
+    half_width : int
+        Boxes are ``2 w + 1`` classifier-input pixels square.
+    min_ratio : float
+        For ``"cam"``: weakest peak kept, as a fraction of its map's maximum.
+    generator : torch.Generator or sequence of them, optional
+        For ``"random"``: one for the batch or one per image.
+
+    Returns
+    -------
+    mask : torch.Tensor
+        ``(B, H, W)`` bool.
+    boxes : torch.Tensor
+        ``(B, N, 4)`` in image pixels; ``N = k * p``, or 0 for ``"none"``.
+    valid : torch.Tensor
+        ``(B, N)`` bool.
+    """
+    batch, height, width = images.shape[0], *images.shape[-2:]
+    if method == "cam":
+        if evidence is None:
+            raise ConfigError("regions 'cam' need the class evidence (CAMs)")
+        centres, valid = select_peaks(evidence.cams, peaks, 2 * half_width + 1, min_ratio)
+        centres, valid = centres.flatten(1, 2), valid.flatten(1)
+    elif method in ("random", "none"):
+        count = 0 if method == "none" else top_k * peaks
+        centres = random_peaks(batch, count, classifier.input_size, generator).to(images.device)
+        valid = torch.ones(batch, count, dtype=torch.bool, device=images.device)
+    else:
+        raise ConfigError(f"unknown regions {method!r}; choose one of: {', '.join(REGION_METHODS)}")
+    scale, top, left = classifier.view_geometry(height, width)
+    boxes = peaks_to_boxes(centres, half_width, scale, top, left)
+    return boxes_to_mask(boxes, valid, height, width), boxes, valid
