@@ -20,10 +20,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import SAMPLE_DIR, classifier_views, sample_images
 
 from ciidefence import load_classifier
 from ciidefence.evaluation import Evaluation, RunConfig, open_run
+from common import SAMPLE_DIR, classifier_views, sample_images
 
 EPS, STEPS, BATCH = 2 / 255, 10, 8
 

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import sample_images
 from PIL import Image
+
+from common import sample_images
 
 
 def main() -> None:

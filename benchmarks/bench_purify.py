@@ -19,9 +19,9 @@ import resource
 import time
 
 import torch
-from common import classifier_views, sample_images
 
 from ciidefence import CIIDefenceConfig, load_classifier, purify
+from common import classifier_views, sample_images
 
 
 def synchronize(device: torch.device) -> None:
@@ -70,7 +70,7 @@ def main() -> None:
     for size in sizes:
         batch = views[:size]
         with torch.no_grad():
-            bare = timed(lambda: classifier(batch), args.repeats, device)
+            bare = timed(lambda batch=batch: classifier(batch), args.repeats, device)
             stage_totals: dict[str, float] = {}
 
             def defended(batch=batch, stage_totals=stage_totals) -> None:

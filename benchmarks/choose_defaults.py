@@ -17,9 +17,9 @@ import argparse
 import time
 
 import torch
-from common import classifier_views, sample_images
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
+from common import classifier_views, sample_images
 
 CANDIDATES = {
     "prototype k5 p2 w12": CIIDefenceConfig(top_k=5, peaks=2, half_width=12, sigma=0.04),
@@ -98,7 +98,7 @@ def main() -> None:
     started = time.perf_counter()
     if args.native:
         images = [load_image(path) for path in paths]
-        adversarial = [pgd(classifier, x[None], y[None], args.eps)[0] for x, y in zip(images, labels)]
+        adversarial = [pgd(classifier, x[None], y[None], args.eps)[0] for x, y in zip(images, labels, strict=True)]
     else:
         images = classifier_views(classifier, paths)
         adversarial = pgd(classifier, images, labels, args.eps)

@@ -13,10 +13,10 @@ import sys
 import time
 
 import torch
-from common import sample_images
 from tqdm import tqdm
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
+from common import sample_images
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     bare = defended = 0
     started = time.perf_counter()
     with torch.no_grad():
-        for path, label in zip(tqdm(paths, file=sys.stderr), labels.tolist()):
+        for path, label in zip(tqdm(paths, file=sys.stderr), labels.tolist(), strict=True):
             image = load_image(path)[None]
             if args.view:
                 image = classifier.prepare(image)

@@ -4,9 +4,9 @@ import csv
 
 import pytest
 import torch
-from conftest import SHARED_SAMPLE
 
 from ciidefence import load_image, purify
+from conftest import SHARED_SAMPLE
 
 pytestmark = pytest.mark.slow
 

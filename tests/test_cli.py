@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BUNDLED_SAMPLE
 from PIL import Image
+
+from conftest import BUNDLED_SAMPLE
 
 
 def ciid(*args, cwd=None):

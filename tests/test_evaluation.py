@@ -11,13 +11,13 @@ import time
 
 import pytest
 import torch
-from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
 
 from ciidefence import CIIDefence, ConfigError
 from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
 from ciidefence.evaluation.summary import Cell, sanity_checks
+from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
 
@@ -122,8 +122,8 @@ def test_a_run_folder_is_never_overwritten(data_dir, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--attacks", "magic"], "unknown attack 'magic'"),
     (["--defences", "none,shield"], "unknown defence 'shield'"),
-    (["--eps", "abc"], "not a number or fraction"),
-    (["--eps", "2/0"], "not a number or fraction"),
+    (["--eps", "abc"], "not a finite number or fraction"),
+    (["--eps", "2/0"], "not a finite number or fraction"),
     (["--eps", "3"], "must lie in (0, 1]"),
     (["--threat", "blackbox"], "unknown threat model"),
     (["--attack-param", "pgd.speed=3"], "no parameter 'speed'"),

@@ -22,13 +22,13 @@ def test_lossless_formats_round_trip(tmp_path, rgb_array, suffix, options):
     Image.fromarray(rgb_array).save(path, **options)
     image = load_image(path)
     assert image.shape == (3, *rgb_array.shape[:2]) and image.dtype == torch.float32
-    assert torch.equal(image, torch.from_numpy(rgb_array).permute(2, 0, 1).float() / 255)
+    assert torch.equal(image, torch.from_numpy(rgb_array.copy()).permute(2, 0, 1).float() / 255)
 
 
 def test_jpeg_is_read(sample_paths):
     image = load_image(sample_paths[0])
     assert image.ndim == 3 and image.shape[0] == 3
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1"])

@@ -23,7 +23,7 @@ def test_embedded_model_is_accurate_on_bundled_samples(classifier, sample_paths)
     names = [p.name.split("_", 1)[1].rsplit(".", 1)[0] for p in sample_paths]
     with torch.no_grad():
         predicted = [classifier.class_name(int(classifier(load_image(p)[None]).argmax())) for p in sample_paths]
-    assert sum(a == b for a, b in zip(predicted, names)) >= 3
+    assert sum(a == b for a, b in zip(predicted, names, strict=True)) >= 3
 
 
 def test_unknown_model():
@@ -59,7 +59,8 @@ def test_custom_network_with_checkpoint(tmp_path, suffix):
     classifier = custom_classifier(net, body, head, checkpoint=path, linear_head=net.fc)
     images = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
-        assert torch.allclose(classifier(images), trained.eval()((images - classifier.mean) / classifier.std), atol=1e-5)
+        expected = trained.eval()((images - classifier.mean) / classifier.std)
+        assert torch.allclose(classifier(images), expected, atol=1e-5)
 
 
 def test_pickled_objects_are_refused(tmp_path):

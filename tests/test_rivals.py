@@ -33,7 +33,7 @@ def test_every_defence_keeps_shape_and_range_and_changes_the_image(name, classif
     with torch.no_grad():
         output = defence(views)
     assert output.shape == views.shape
-    assert 0 <= output.min() and output.max() <= 1
+    assert output.min() >= 0 and output.max() <= 1
     assert (output - views).abs().mean() > 1e-4
 
 
@@ -84,7 +84,7 @@ def test_deflection_spares_relevant_pixels_and_counts_its_changes():
 def test_robust_activation_map_is_at_the_image_size(classifier, photo):
     relevance = robust_activation_map(classifier, photo, top_k=5)
     assert relevance.shape == (1, *photo.shape[-2:])
-    assert 0 <= relevance.min() and relevance.max() <= 1 + 1e-6 and relevance.max() > 0.5
+    assert relevance.min() >= 0 and relevance.max() <= 1 + 1e-6 and relevance.max() > 0.5
 
 
 def test_jpeg_wrapper_matches_art_itself(views):

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from test_evaluation import data_dir  # noqa: F401  (the fixture)
 
 from ciidefence import CIIDefenceConfig
 from ciidefence.errors import ConfigError
@@ -16,6 +15,7 @@ from ciidefence.evaluation.sweep import (
     parse_grid,
     sweep_points,
 )
+from test_evaluation import data_dir  # noqa: F401  (the fixture)
 
 
 def test_grid_values_take_each_parameter_type():

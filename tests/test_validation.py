@@ -12,7 +12,7 @@ from ciidefence.validation import check_images, check_masks
     (torch.zeros(1, 1, 8, 8), "shape"),
     (torch.zeros(0, 3, 8, 8), "empty"),
     (torch.zeros(1, 3, 1, 1), "at least"),
-    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "floating-point"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "must be float32"),
     (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
     (torch.full((1, 3, 8, 8), float("inf")), "NaN or Inf"),
     (torch.full((1, 3, 8, 8), 255.0), r"\[0, 1\]"),

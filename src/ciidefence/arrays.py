@@ -22,7 +22,7 @@ def map_images(function: Callable[..., np.ndarray], *arrays: Sequence) -> list[n
     For per-image numpy work (OpenCV, scikit-image, PyWavelets) that releases
     the GIL; one image runs in the calling thread.
     """
-    items = list(zip(*arrays))
+    items = list(zip(*arrays, strict=True))
     if len(items) <= 1 or (os.cpu_count() or 1) == 1:
         return [function(*item) for item in items]
     return list(_pool().map(lambda item: function(*item), items))
@@ -71,7 +71,7 @@ def fill_each(
             jobs.append((index, rows, cols, to_numpy_images(images[index : index + 1, :, rows, cols])[0],
                          mask[rows, cols]))
     filled = map_images(fill, [job[3] for job in jobs], [job[4] for job in jobs])
-    for (index, rows, cols, _, mask), values in zip(jobs, filled):
+    for (index, rows, cols, _, mask), values in zip(jobs, filled, strict=True):
         values = from_numpy_images(values[None], images)[0]
         hole = torch.from_numpy(mask).to(images.device)
         output[index, :, rows, cols] = torch.where(hole, values, images[index, :, rows, cols])

@@ -36,7 +36,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, view_side: int = VIEW_SIDE) -> torch.Tensor:
+def load_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, view_side: int = VIEW_SIDE
+) -> torch.Tensor:
     """Read an image file as an RGB float tensor.
 
     Parameters
@@ -76,28 +78,10 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, vi
         raise ImageError(f"{path}: file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{path}: {width}x{height} image has {width * height:,} pixels, "
-                    f"more than the limit of {max_pixels:,}"
-                )
-            if min(width, height) < MIN_IMAGE_SIDE:
-                raise ImageError(
-                    f"{path}: {width}x{height} image is too small "
-                    f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels needed)"
-                )
-            view_pixels = view_side * view_side * max(width, height) / min(width, height)
-            if view_pixels > max_pixels:
-                raise ImageError(
-                    f"{path}: {width}x{height} image is too elongated: the classifier's view (shorter side "
-                    f"{view_side}) would have {view_pixels:,.0f} pixels, more than the limit of {max_pixels:,}"
-                )
-            image.load()
-            array = _to_rgb_array(ImageOps.exif_transpose(image))
+            # Pillow warns about oddities it works around (corrupt EXIF, oversized tags, decompression-bomb
+            # sizes below the error limit): the image then loads, or fails with an error we report.
+            warnings.simplefilter("ignore")
+            array = _decode(path, max_pixels, view_side)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -106,9 +90,35 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, vi
         raise ImageError(f"{path}: refused by Pillow's decompression-bomb limit ({error})") from None
     except MemoryError:
         raise ImageError(f"{path}: not enough memory to decode it") from None
-    except Exception as error:  # noqa: BLE001 - a crafted file can make Pillow raise anything
+    except Exception as error:
         raise ImageError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _decode(path: Path, max_pixels: int, view_side: int) -> np.ndarray:
+    """Check the header's size against the limits, then decode to a float32 ``(H, W, 3)`` array."""
+    image = Image.open(path)
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{path}: {width}x{height} image has {width * height:,} pixels, "
+                f"more than the limit of {max_pixels:,}"
+            )
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ImageError(
+                f"{path}: {width}x{height} image is too small "
+                f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels needed)"
+            )
+        view_pixels = view_side * view_side * max(width, height) / min(width, height)
+        if view_pixels > max_pixels:
+            raise ImageError(
+                f"{path}: {width}x{height} image is too elongated: the classifier's view (shorter side "
+                f"{view_side}) would have {view_pixels:,.0f} pixels, more than the limit of {max_pixels:,}"
+            )
+        image.load()
+        array = _to_rgb_array(ImageOps.exif_transpose(image))
+    return array
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

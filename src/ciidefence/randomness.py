@@ -14,11 +14,12 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import torch
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
+Generators: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 """A ``generator=`` argument: one generator for the whole batch, one per image, or None for torch's default."""
 
 

@@ -16,7 +16,7 @@ def check_images(images: object, name: str = "images", min_size: int = 2) -> tor
     Parameters
     ----------
     images : torch.Tensor
-        Expected shape ``(B, 3, H, W)``, floating point, finite, values in [0, 1]
+        Expected shape ``(B, 3, H, W)``, float32, finite, values in [0, 1]
         (up to :data:`RANGE_TOLERANCE`).
     name : str
         Name used in error messages.
@@ -44,8 +44,8 @@ def check_images(images: object, name: str = "images", min_size: int = 2) -> tor
             f"{name} must be at least {min_size}x{min_size} pixels, got "
             f"{images.shape[-1]}x{images.shape[-2]}"
         )
-    if not images.is_floating_point():
-        raise InputError(f"{name} must be a floating-point tensor in [0, 1], got {images.dtype}")
+    if images.dtype != torch.float32:
+        raise InputError(f"{name} must be float32 in [0, 1], got {images.dtype}; convert it with images.float()")
     values = images.detach()
     if not torch.isfinite(values).all():
         raise InputError(f"{name} contains NaN or Inf values")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -40,9 +41,9 @@ class AttackSpec:
     norm: str
     bounded: bool
     iterative: bool
-    defaults: dict = field(default_factory=dict)
-    build: Callable = None
-    gradients: Callable = None
+    defaults: dict
+    build: Callable[..., Any]
+    gradients: Callable[[dict], float]
 
 
 def _fgsm(estimator, eps, p, batch):
@@ -149,7 +150,8 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("cw", "Carlini-Wagner L2", "2", False, True,
                    {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 2, "max_iter": 10,
                     "initial_const": 0.01, "max_halving": 2, "max_doubling": 2}, _cw,
-                   lambda p: p["binary_search_steps"] * p["max_iter"] * (1 + (p["max_halving"] + p["max_doubling"]) / 3)),
+                   lambda p: p["binary_search_steps"] * p["max_iter"]
+                   * (1 + (p["max_halving"] + p["max_doubling"]) / 3)),
         AttackSpec("apgd-ce", "APGD-CE", "inf", True, True, {"max_iter": 20, "step_ratio": 2.0, "restarts": 1},
                    _apgd("cross_entropy"), lambda p: p["max_iter"] * p["restarts"]),
         AttackSpec("apgd-dlr", "APGD-DLR", "inf", True, True, {"max_iter": 20, "step_ratio": 2.0, "restarts": 1},
@@ -195,8 +197,8 @@ def parse_eps(text: str, upper: float = 1.0) -> float:
     """
     try:
         value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"eps {text!r} is not a number or fraction like 8/255") from None
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise ConfigError(f"eps {text!r} is not a finite number or fraction like 8/255") from None
     if not 0 < value <= upper:
         raise ConfigError(f"eps {text!r} must lie in (0, {upper:g}]")
     return value

@@ -16,7 +16,6 @@ from .options import defence_options, run_options, split_names
 from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
 
 if TYPE_CHECKING:
-    import torch
 
     from ..evaluation.plan import RunConfig
 
@@ -182,7 +181,8 @@ def _dry_run(evaluation) -> None:
         scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
         seconds = images * (steps * per_step + scored)
         total += seconds
-        click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  ~{seconds / 60:6.1f} min")
+        click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
+                   f"~{seconds / 60:6.1f} min")
     click.echo(f"estimated total: {total / 60:.1f} min (rough: attack costs vary with how fast images fall)")
 
 

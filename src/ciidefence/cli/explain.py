@@ -57,6 +57,8 @@ def explain_figure(
         ``(num_classes,)`` logits of the purified image.
     """
     evidence = purification.evidence
+    if evidence is None:
+        raise ValueError("explain_figure needs a purification whose regions came from CAMs")
     k, p = config.top_k, config.peaks
     columns = max(k + 2, 5) + 1  # images in two rows (input, CAMs, difference; the five steps), then the bars
     figure = Figure(figsize=(2.7 * columns, 6.6), layout="constrained")
@@ -95,7 +97,7 @@ def explain_figure(
     mask = purification.mask[0].cpu().numpy()
     difference = (purification.output[0] - image).abs() * DIFFERENCE_GAIN
     panels = [
-        ("selected boxes ({:.1%} of pixels)".format(float(purification.mask.float().mean())), None),
+        (f"selected boxes ({float(purification.mask.float().mean()):.1%} of pixels)", None),
         ("mask (white: inpainted)", "mask"),
         ("inpainted", purification.inpainted[0]),
         ("denoised", purification.denoised[0]),

@@ -169,10 +169,9 @@ def _check_output_folder(out: Path, paths: list[Path], overwrite: bool) -> None:
     """Refuse an --out that is, or lies inside, a folder of the inputs (their originals could be replaced)."""
     resolved = out.resolve()
     for folder in {path.resolve().parent for path in paths}:
-        if resolved == folder or folder in resolved.parents:
-            if not overwrite:
-                raise CommandFailed(f"--out {out} is or lies inside {folder}, which holds input images; choose "
-                                    f"another folder, or pass --overwrite", exit_code=2)
+        if (resolved == folder or folder in resolved.parents) and not overwrite:
+            raise CommandFailed(f"--out {out} is or lies inside {folder}, which holds input images; choose "
+                                f"another folder, or pass --overwrite", exit_code=2)
 
 
 def _write_atomically(image: torch.Tensor, out: Path, target: Path) -> None:

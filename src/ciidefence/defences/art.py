@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
-from .bpda import bpda_approximation
+from .bpda import Approximation, bpda_approximation
 
 
 class ARTPreprocessor(PreprocessorPyTorch):
@@ -45,7 +43,7 @@ class ARTPreprocessor(PreprocessorPyTorch):
     def __init__(
         self,
         defence: torch.nn.Module,
-        approximation: str | Callable[[torch.Tensor], torch.Tensor] = "identity",
+        approximation: str | Approximation = "identity",
         device_type: str = "cpu",
         generator: torch.Generator | None = None,
     ) -> None:

@@ -59,4 +59,4 @@ def bpda_approximation(defence: torch.nn.Module, kind: str) -> Approximation:
         raise ConfigError(f"unknown BPDA approximation {kind!r}; choose one of: {', '.join(APPROXIMATIONS)}")
     if not has_differentiable_approximation(defence):
         raise ConfigError(f"{type(defence).__name__} has no differentiable approximation; use 'identity'")
-    return defence.differentiable_approximation  # type: ignore[return-value]
+    return defence.differentiable_approximation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..denoising import THRESHOLDS, WAVELET_BACKENDS, check_shrinkage
+from ..denoising import WAVELET_BACKENDS, check_shrinkage
 from ..errors import ConfigError
 from ..fusion import FUSIONS
 from ..inpainting import INPAINTERS

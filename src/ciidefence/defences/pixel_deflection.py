@@ -138,5 +138,5 @@ class PixelDeflection(nn.Module):
         return wavelet_denoise_torch(images, self.sigma, self.wavelet, None, "bayes")
 
     def extra_repr(self) -> str:
-        return (f"classifier={self.classifier.name!r}, deflections={self.deflections}, window={self.window}, sigma={self.sigma}, top_k={self.top_k}, "
-                f"wavelet={self.wavelet!r}")
+        return (f"classifier={self.classifier.name!r}, deflections={self.deflections}, window={self.window}, "
+                f"sigma={self.sigma}, top_k={self.top_k}, wavelet={self.wavelet!r}")

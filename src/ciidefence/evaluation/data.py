@@ -79,7 +79,8 @@ def _from_wnid_folders(directory: Path) -> list[LabelledImage]:
     folders = sorted(p for p in directory.iterdir() if p.is_dir())
     unknown = [f.name for f in folders if f.name not in wnids]
     if unknown:
-        raise ConfigError(f"{directory}: folder {unknown[0]!r} is not an ImageNet WordNet id, and there is no labels.csv")
+        raise ConfigError(f"{directory}: folder {unknown[0]!r} is not an ImageNet WordNet id, "
+                          "and there is no labels.csv")
     found = [
         LabelledImage(path, wnids[folder.name], f"{folder.name}/{path.name}")
         for folder in folders

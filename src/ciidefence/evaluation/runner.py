@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -37,6 +38,12 @@ CONFIG_FILE = "config.json"
 
 Unit = tuple[Experiment, int, list[LabelledImage]]
 """(experiment, batch index, batch): the work that one transaction writes."""
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+    def set_postfix_str(self, text: str) -> object: ...
+    def close(self) -> object: ...
 
 
 def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStore:
@@ -97,7 +104,7 @@ class Evaluation:
     """
 
     def __init__(self, config: RunConfig, device: torch.device,
-                 progress: Callable[[int], object] | None = None) -> None:
+                 progress: Callable[[int], ProgressBar] | None = None) -> None:
         self.config = config
         self.device = device
         self.progress = progress
@@ -180,7 +187,7 @@ class Evaluation:
         key = (experiment.target, experiment.approximation)
         if key not in self._estimators:
             preprocessor, eot_samples = None, 1
-            if experiment.threat == "bpda":
+            if experiment.target is not None and experiment.approximation is not None:  # BPDA
                 defence = self.defences[experiment.target]
                 preprocessor = ARTPreprocessor(defence.module, experiment.approximation,
                                                "gpu" if self.device.type == "cuda" else "cpu")
@@ -209,7 +216,8 @@ class Evaluation:
             return self.classifier(images).argmax(1).cpu().tolist()
 
     @staticmethod
-    def _defend(defence: Defence, images: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, float]:
+    def _defend(defence: Defence, images: torch.Tensor,
+                generators: list[torch.Generator]) -> tuple[torch.Tensor, float]:
         """The defended images and the defence's milliseconds per image."""
         started = time.perf_counter()
         purified = defence(images, generator=generators)
@@ -303,7 +311,7 @@ class Evaluation:
                 bar.close()
 
 
-def tqdm_progress(total: int):
+def tqdm_progress(total: int) -> ProgressBar:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="evaluate", unit="batch", file=sys.stderr, dynamic_ncols=True)

@@ -179,7 +179,8 @@ def _migrate(connection: sqlite3.Connection) -> None:
     run_purpose = "sweep" if stored and json.loads(stored[0]).get("sweep") else "main"
     sanity_params = canonical_json(SANITY_PGD)
     names = [row[1] for row in connection.execute("PRAGMA table_info(results)")]
-    old = [dict(zip(names, values, strict=True)) for values in connection.execute("SELECT * FROM results ORDER BY rowid")]
+    cursor = connection.execute("SELECT * FROM results ORDER BY rowid")
+    old = [dict(zip(names, values, strict=True)) for values in cursor]
     rows = []
     for row in old:
         threat, _, approximation = row["threat"].partition("-")

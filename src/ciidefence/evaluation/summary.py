@@ -161,7 +161,7 @@ def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool 
             series[(cell.defence, cell.attack, cell.attack_params, cell.threat_label)].append(cell)
     rises = []
     for (defence, attack, _, threat), members in series.items():
-        members.sort(key=lambda c: c.eps)
+        members.sort(key=lambda c: c.eps or 0.0)
         for before, after in itertools.pairwise(members):
             if after.accuracy > before.accuracy:
                 rises.append(f"{defence}/{attack}/{threat}: {before.accuracy:.1%} at {before.eps_label} -> "
@@ -283,7 +283,7 @@ def _column_title(column: tuple) -> str:
 
 def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
     """A display label per (defence, hash): the name, or ``name@hash`` where a name has several hashes."""
-    hashes = defaultdict(list)
+    hashes: dict[str, list[str]] = defaultdict(list)
     for c in table:
         if c.defence_hash not in hashes[c.defence]:
             hashes[c.defence].append(c.defence_hash)
@@ -374,11 +374,11 @@ def plot(table: list[Cell], path: Path) -> None:
     axes = figure.subplots(rows, columns, squeeze=False)
     palette = colormaps["tab10"] if len(labels) <= 10 else colormaps["tab20"]
     order = list(labels)
-    handles = {}
+    handles: dict[str, object] = {}
     for axis, panel in zip(axes.flat, panels, strict=False):
         for key, members in series.get(panel, {}).items():
-            members.sort(key=lambda c: c.eps)
-            points = ([(0.0, clean[key])] if key in clean else []) + [(255 * c.eps, c) for c in members]
+            members.sort(key=lambda c: c.eps or 0.0)
+            points = ([(0.0, clean[key])] if key in clean else []) + [(255 * (c.eps or 0.0), c) for c in members]
             xs = [x for x, _ in points]
             index = order.index(key)
             colour = palette(index % palette.N)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,8 +29,10 @@ def load_inpainter(path: str | os.PathLike) -> torch.jit.ScriptModule:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such inpainter file")
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as error:  # noqa: BLE001 - any failure means "not TorchScript"
+        with warnings.catch_warnings():  # TorchScript is the format users' inpainters come in (LaMa's export)
+            warnings.filterwarnings("ignore", "`torch.jit", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as error:
         raise CheckpointError(
             f"{path}: not a TorchScript inpainter ({type(error).__name__})"
         ) from None
@@ -79,7 +82,7 @@ def inpaint_learned(
     try:
         with torch.no_grad():
             filled = model.to(images.device)(image_in, mask_in)
-    except Exception as error:  # noqa: BLE001 - a user model can fail in any way
+    except Exception as error:
         raise ModelError(f"{model_path}: inpainter failed: {error}") from None
     if not isinstance(filled, torch.Tensor) or tuple(filled.shape) != tuple(image_in.shape):
         shape = tuple(filled.shape) if isinstance(filled, torch.Tensor) else type(filled).__name__

@@ -67,9 +67,6 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         # oneDNN's convolutions run about 1.6x faster on the CPU in channels-last layout
         self.to(memory_format=torch.channels_last)
-        # Frozen: attacks need gradients for the input only, and ART's backward pass would
-        # otherwise also compute every weight's gradient (1.3x the time of a PGD step).
-        self.requires_grad_(False)
         self.eval()
 
     @property

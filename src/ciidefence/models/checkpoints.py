@@ -42,7 +42,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: holds objects other than tensors; refusing to unpickle it "
             "(save model.state_dict() instead)"
         ) from None
-    except Exception as error:  # noqa: BLE001 - every reader failure means the same to the user
+    except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):

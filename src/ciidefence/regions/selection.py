@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def _max_filter3(maps: torch.Tensor) -> torch.Tensor:
-    """The maximum over each pixel's 3 x 3 neighbourhood (``max_pool2d(maps, 3, 1, 1)``, several times faster on CPUs)."""
+    """Each pixel's 3 x 3 neighbourhood maximum: ``max_pool2d(maps, 3, 1, 1)``, several times faster on CPUs."""
     padded = F.pad(maps, (1, 1, 1, 1), value=-math.inf)
     rows = torch.maximum(torch.maximum(padded[..., :, :-2], padded[..., :, 1:-1]), padded[..., :, 2:])
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
@@ -36,7 +36,8 @@ def select_peaks(
     """The ``num_peaks`` highest local maxima of each map, greedily suppressed.
 
     A local maximum is a pixel with a positive value no smaller than any of its
-    8 neighbours and at least ``min_ratio`` times its map's maximum. Peaks are taken highest first; after each, every candidate
+    8 neighbours and at least ``min_ratio`` times its map's maximum. Peaks are
+    taken highest first; after each, every candidate
     within Chebyshev distance ``min_distance - 1`` of it is discarded, so any
     two returned peaks of a map differ by at least ``min_distance`` in row or
     column.
@@ -184,7 +185,8 @@ def select_regions(
     valid : torch.Tensor
         ``(B, N)`` bool.
     """
-    batch, height, width = images.shape[0], *images.shape[-2:]
+    batch = images.shape[0]
+    height, width = images.shape[-2:]
     if method == "cam":
         if evidence is None:
             raise ConfigError("regions 'cam' need the class evidence (CAMs)")
