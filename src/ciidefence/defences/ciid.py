@@ -211,6 +211,8 @@ class CIIDefence(nn.Module):
     the stand-in BPDA attacks differentiate.
     """
 
+    classifier: Classifier
+
     def __init__(self, classifier: Classifier, config: CIIDefenceConfig | None = None) -> None:
         super().__init__()
         self.__dict__["classifier"] = classifier  # used, not owned: kept out of the module tree

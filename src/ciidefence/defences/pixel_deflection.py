@@ -117,6 +117,8 @@ class PixelDeflection(nn.Module):
         ``"db1"``, scikit-image's default, as in the authors' code.
     """
 
+    classifier: Classifier
+
     def __init__(self, classifier: Classifier, deflections: int = 200, window: int = 10, sigma: float = 0.04,
                  top_k: int = 5, wavelet: str = "db1") -> None:
         super().__init__()

@@ -8,6 +8,7 @@ wraps scikit-image), written with ``ptwt`` so that gradients flow through it
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pywt
@@ -33,9 +34,9 @@ def _shrink_channel(
     eps = torch.finfo(channel.dtype).eps
     if threshold == "visu":
         universal = (sigma * math.sqrt(2 * math.log(height * width)))[:, None, None]
-    shrunk = [coefficients[0]]
+    shrunk: list[Any] = [coefficients[0]]
     for details in coefficients[1:]:
-        level = []
+        level: list[torch.Tensor] = []
         for detail in details:
             if threshold == "bayes":
                 detail_variance = (detail * detail).mean(dim=(-2, -1), keepdim=True)
@@ -44,7 +45,7 @@ def _shrink_channel(
                 cut = universal
             level.append(_soft(detail, cut))
         # ptwt >= 1.0 returns named tuples of details, older releases plain tuples
-        shrunk.append(details._make(level) if hasattr(details, "_make") else tuple(level))
+        shrunk.append(type(details)(*level) if hasattr(details, "_make") else tuple(level))
     return ptwt.waverec2(tuple(shrunk), wavelet)[..., :height, :width]
 
 

@@ -246,12 +246,13 @@ class Evaluation:
         started = time.perf_counter()
         defences = self.scored_defences(experiment)
         views = {item.key: self.view(item) for item in batch}
-        readable = [item for item in batch if isinstance(views[item.key], torch.Tensor)]
+        tensors = {key: view for key, view in views.items() if isinstance(view, torch.Tensor)}
+        readable = [item for item in batch if item.key in tensors]
         rows = [self._row(item, defence, experiment, error=views[item.key])
-                for item in batch if item not in readable for defence in defences]
+                for item in batch if item.key not in tensors for defence in defences]
         if not readable:
             return rows
-        images = torch.stack([views[item.key] for item in readable]).to(self.device)
+        images = torch.stack([tensors[item.key] for item in readable]).to(self.device)
         labels = torch.tensor([item.label for item in readable])
         adversarial = self._attack(experiment, readable, images, labels)
         pred_clean, _ = self._clean_prediction(self.undefended, readable, images)

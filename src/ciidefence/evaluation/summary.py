@@ -10,6 +10,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..attacks import ATTACKS, format_eps
 from ..defences.registry import DEFENCES
@@ -374,7 +375,7 @@ def plot(table: list[Cell], path: Path) -> None:
     axes = figure.subplots(rows, columns, squeeze=False)
     palette = colormaps["tab10"] if len(labels) <= 10 else colormaps["tab20"]
     order = list(labels)
-    handles: dict[str, object] = {}
+    handles: dict[str, Any] = {}
     for axis, panel in zip(axes.flat, panels, strict=False):
         for key, members in series.get(panel, {}).items():
             members.sort(key=lambda c: c.eps or 0.0)

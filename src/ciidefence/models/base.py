@@ -45,6 +45,9 @@ class Classifier(nn.Module):
         Human-readable name of each class index.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         name: str,

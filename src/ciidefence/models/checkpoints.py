@@ -46,7 +46,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+            state = state[key]  # type: ignore[assignment]  # a wrapper around the state dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
     return {key.removeprefix("module."): value for key, value in state.items()}

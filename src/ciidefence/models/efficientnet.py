@@ -8,6 +8,7 @@ trained with TensorFlow-style input scaling ``(255 x - 127) / 128``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ _STD = (128.0 / 255.0,) * 3
 class _FeatureExtractor(nn.Module):
     """Calls ``extract_features``: the package's ``forward`` prints debug lines."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: Any) -> None:  # an efficientnet_lite_pytorch.EfficientNet
         super().__init__()
         self.network = network
 

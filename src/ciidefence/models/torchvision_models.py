@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,18 +29,18 @@ _INCEPTION_BODY = [
 ]
 
 
-def _split_resnet(net: nn.Module) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
+def _split_resnet(net: Any) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
     body = nn.Sequential(
         net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
     )
     return body, nn.Sequential(net.avgpool, nn.Flatten(), net.fc), net.fc
 
 
-def _split_vgg(net: nn.Module) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
+def _split_vgg(net: Any) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
     return net.features, nn.Sequential(net.avgpool, nn.Flatten(), net.classifier), None
 
 
-def _split_inception(net: nn.Module) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
+def _split_inception(net: Any) -> tuple[nn.Module, nn.Module, nn.Linear | None]:
     body = nn.Sequential(*(getattr(net, name) for name in _INCEPTION_BODY))
     return body, nn.Sequential(net.avgpool, nn.Flatten(), net.dropout, net.fc), net.fc
 
