@@ -48,6 +48,25 @@ def table_rows(run_dir):
     return rows
 
 
+def evaluate_killed_after(data_dir, out, options, rows):
+    """Start ``ciid evaluate``, SIGKILL it once more than ``rows`` rows are written, and return the rows."""
+    process = subprocess.Popen([*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(out), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = 0
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and written <= rows:
+        if (out / "results.sqlite").exists():
+            try:
+                with sqlite3.connect(out / "results.sqlite", timeout=1) as connection:
+                    written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                written = 0
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return table_rows(out)
+
+
 SMALL = ["--limit", "4", "--batch-size", "2", "--attacks", "fgsm,pgd", "--attack-param", "pgd.max_iter=2",
          "--no-sanity"]
 
@@ -85,23 +104,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     assert len(expected) == 8 * 2 * 3
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(killed), *options],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    written = 0
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if (killed / "results.sqlite").exists():
-            try:
-                with sqlite3.connect(killed / "results.sqlite", timeout=1) as connection:
-                    written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                written = 0
-            if written > 16:  # the clean rows and some attacked batches are in
-                break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    partial = table_rows(killed)
+    partial = evaluate_killed_after(data_dir, killed, options, rows=16)  # the clean rows and some attacked batches
     assert 16 < len(partial) < len(expected), "the run was not killed partway"
 
     evaluate(data_dir, killed, *options, "--resume")

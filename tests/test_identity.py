@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from ciidefence.errors import InputError
 from ciidefence.evaluation import Evaluation, ResultStore, RunConfig
 from ciidefence.randomness import seeded_generator, stable_seed
 from ciidefence.regions import class_activation_maps, select_peaks
-from test_evaluation import data_dir, evaluate, table_rows  # noqa: F401  (the fixture)
+from test_evaluation import data_dir, evaluate, evaluate_killed_after, table_rows  # noqa: F401  (the fixture)
 
 
 def generators(*names):
@@ -160,10 +159,6 @@ def test_sweep_dry_run_writes_nothing(data_dir, tmp_path):  # noqa: F811
 
 
 def test_resume_of_randomised_defences_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):  # noqa: F811
-    import os
-    import signal
-    import time
-
     options = ["--limit", "6", "--batch-size", "1", "--attacks", "fgsm", "--eps", "2/255",
                "--defences", "none,random-resize-pad,pixel-deflection", "--no-sanity"]
     reference = tmp_path / "reference"
@@ -172,21 +167,8 @@ def test_resume_of_randomised_defences_after_sigkill_matches_an_uninterrupted_ru
     assert len(expected) == 6 * 3 * 2
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(data_dir),
-                                "--out", str(killed), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    written = 0
-    while time.time() < deadline and process.poll() is None and written <= 21:  # past the clean rows
-        if (killed / "results.sqlite").exists():
-            try:
-                with sqlite3.connect(killed / "results.sqlite", timeout=1) as connection:
-                    written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                written = 0
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert 18 <= len(table_rows(killed)) < len(expected), "the run was not killed partway"
+    partial = evaluate_killed_after(data_dir, killed, options, rows=21)  # past the clean rows
+    assert 18 <= len(partial) < len(expected), "the run was not killed partway"
     report = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "report", str(killed)],
                             capture_output=True, text=True, timeout=120)
     assert "Incomplete:" in report.stdout and "†" in report.stdout
