@@ -3,7 +3,7 @@
 By default each image is purified at its own resolution, as `ciid classify`
 does; --view purifies the classifier's 224 px view instead.
 
-    python benchmarks/clean_accuracy.py [--limit 500] [--view]
+    python benchmarks/clean_accuracy.py [--limit 500] [--view] [--model efficientnet_lite1] [--bare]
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from common import sample_images
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=500)
-    parser.add_argument("--view", action="store_true", help="purify the 224 px view, not the full image")
+    parser.add_argument("--view", action="store_true", help="purify the classifier's view, not the full image")
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--bare", action="store_true", help="only the undefended classifier (fast)")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    classifier = load_classifier()
+    torch.set_num_threads(args.threads)
+    classifier = load_classifier(args.model)
     config = CIIDefenceConfig()
     paths, labels = sample_images(args.limit)
     bare = defended = 0
@@ -34,12 +38,18 @@ def main() -> None:
             image = load_image(path)[None]
             if args.view:
                 image = classifier.prepare(image)
+            if args.bare:
+                bare += int(classifier(image).argmax(1) == label)
+                continue
             result = purify(image, classifier, config)
             bare += int(result.evidence.logits.argmax(1) == label)
             defended += int(classifier(result.output).argmax(1) == label)
     n = len(paths)
-    print(f"{n} images, purified at {'the 224 px view' if args.view else 'full resolution'}, "
-          f"{time.perf_counter() - started:.0f} s")
+    print(f"{n} images, {args.model}, " + ("undefended only" if args.bare else
+          f"purified at {'the view' if args.view else 'full resolution'}") + f", {time.perf_counter() - started:.0f} s")
+    if args.bare:
+        print(f"undefended top-1 {bare}/{n} = {100 * bare / n:.1f}%")
+        return
     print(f"config {config}")
     print(f"undefended top-1 {bare}/{n} = {100 * bare / n:.1f}%")
     print(f"CIIDefence top-1 {defended}/{n} = {100 * defended / n:.1f}%  ({100 * (defended - bare) / n:+.1f} points)")

@@ -253,6 +253,7 @@ def test_plan_gives_each_defence_only_the_approximations_it_has_and_the_chosen_b
                        defences=("none", "ciid", "jpeg", "random-resize-pad"), ciid={}, attacks=("pgd",),
                        threats=("graybox", "bpda"), eps=(2 / 255, 4 / 255), bpda_eps=(4 / 255,), sanity=False)
     bpda = {(e.target, e.threat_label, e.eps_label) for e in config.experiments() if e.threat == "bpda"}
+    # Telea is not differentiable: no "inpainter" approximation for CIIDefence here
     assert bpda == {("ciid", "bpda-identity", "4/255"), ("ciid", "bpda-differentiable", "4/255"),
                     ("jpeg", "bpda-identity", "4/255"), ("random-resize-pad", "bpda-identity", "4/255"),
                     ("random-resize-pad", "bpda-differentiable", "4/255")}
@@ -308,3 +309,17 @@ def test_a_database_from_before_experiment_identities_migrates(tmp_path):
     assert (bpda["approximation"], bpda["target"]) == ("differentiable", "ciid")
     assert len({r["experiment"] for r in run.rows}) == 4
     assert read_run(tmp_path).rows == run.rows  # migrating is done once
+
+
+def test_bpda_through_the_inpainter_is_planned_only_for_torch_native_inpainters():
+    from ciidefence.evaluation import RunConfig
+
+    def planned(inpainter):
+        config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                           defences=("ciid", "ciid-denoise-only"), ciid={"inpainter": inpainter}, attacks=("pgd",),
+                           threats=("bpda",), eps=(4 / 255,), sanity=False)
+        return {(e.target, e.approximation) for e in config.experiments() if e.threat == "bpda"}
+
+    assert ("ciid", "inpainter") in planned("deepfill") and ("ciid", "inpainter") in planned("harmonic")
+    assert ("ciid", "inpainter") not in planned("telea")
+    assert ("ciid-denoise-only", "inpainter") not in planned("deepfill")  # no boxes, nothing to inpaint

@@ -4,10 +4,10 @@ import torchvision
 from torch import nn
 
 from ciidefence import CheckpointError, ModelError, custom_classifier, load_classifier
-from ciidefence.models import MODEL_NAMES
+from ciidefence.models import TORCHVISION_NAMES
 
 
-@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n != "efficientnet_lite0"])
+@pytest.mark.parametrize("name", TORCHVISION_NAMES)
 def test_torchvision_models_with_random_weights(name):
     classifier = load_classifier(name, random_weights=True)
     images = torch.rand(1, 3, 180, 240)
@@ -85,3 +85,20 @@ def test_embedded_model_refuses_a_wrong_checkpoint(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
     with pytest.raises(CheckpointError, match="not a efficientnet_lite0 checkpoint"):
         load_classifier("efficientnet_lite0", checkpoint=tmp_path / "r18.pt")
+
+
+@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_the_larger_embedded_classifiers_load_offline_and_see_a_tench(name, size, photo):
+    from ciidefence import load_classifier
+
+    classifier = load_classifier(name)
+    assert classifier.input_size == size and classifier.cam_method == "cam"
+    with torch.no_grad():
+        assert classifier.class_name(int(classifier(photo).argmax())) == "tench"
+
+
+def test_model_names_match_the_torchvision_builders():
+    from ciidefence.models import TORCHVISION_NAMES
+    from ciidefence.models.torchvision_models import TORCHVISION_MODELS
+
+    assert TORCHVISION_NAMES == TORCHVISION_MODELS

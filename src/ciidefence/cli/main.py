@@ -129,7 +129,7 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
     if as_json:
         document = {
             "model": classifier.name,
-            "defence_config": config.to_dict() if any(defences[n].name.startswith("ciid") for n in names) else None,
+            "defence_config": config.to_dict() if any(DEFENCES[name].is_ciid for name in names) else None,
             "results": results,
             "accuracy": accuracy,
             "failed": failures,
@@ -277,7 +277,9 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
 
 from .evaluate import evaluate, report  # noqa: E402  (they use main's helpers)
 from .sweep import sweep  # noqa: E402
+from .train import train_inpainter  # noqa: E402
 
+main.add_command(train_inpainter)
 main.add_command(evaluate)
 main.add_command(report)
 main.add_command(sweep)

@@ -1,7 +1,7 @@
 """Differentiable approximations of a defence for BPDA (Athalye et al., ICML 2018).
 
 BPDA runs the real, non-differentiable defence forward and an approximation
-backward. Two approximations:
+backward. Three approximations:
 
 ``identity``
     ``g(x) = x``: the defence is treated as the identity on the backward pass.
@@ -9,6 +9,11 @@ backward. Two approximations:
     The defence's own ``differentiable_approximation(images, generator=None)``
     method, for defences that have one: differentiate what is differentiable
     (e.g. the wavelet shrinkage), identity through the rest.
+``inpainter``
+    For CIIDefence with a torch-native inpainter (the trained ``deepfill``
+    network, or ``harmonic``): its ``inpainter_approximation`` differentiates
+    through the wavelet shrinkage and the inpainter itself, identity only
+    through the box selection and the thresholds' non-smooth points.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ if TYPE_CHECKING:
 
     from ..randomness import Generators
 
-APPROXIMATIONS = ("identity", "differentiable")
+APPROXIMATIONS = ("identity", "differentiable", "inpainter")
+_METHODS = {"differentiable": "differentiable_approximation", "inpainter": "inpainter_approximation"}
 
 Approximation = Callable[["torch.Tensor", "Generators"], "torch.Tensor"]
 """``approximation(images, generator) -> images``, differentiable in ``images``."""
@@ -33,8 +39,9 @@ def _identity(images: torch.Tensor, generator: Generators = None) -> torch.Tenso
     return images
 
 
-def has_differentiable_approximation(defence: object) -> bool:
-    return callable(getattr(defence, "differentiable_approximation", None))
+def has_approximation(defence: object, kind: str) -> bool:
+    """Whether ``defence`` offers the BPDA approximation ``kind``."""
+    return kind == "identity" or callable(getattr(defence, _METHODS.get(kind, ""), None))
 
 
 def bpda_approximation(defence: torch.nn.Module, kind: str) -> Approximation:
@@ -45,7 +52,7 @@ def bpda_approximation(defence: torch.nn.Module, kind: str) -> Approximation:
     defence : nn.Module
         The defence; ``"differentiable"`` needs one with a
         ``differentiable_approximation`` method.
-    kind : {"identity", "differentiable"}
+    kind : {"identity", "differentiable", "inpainter"}
 
     Returns
     -------
@@ -55,8 +62,8 @@ def bpda_approximation(defence: torch.nn.Module, kind: str) -> Approximation:
     """
     if kind == "identity":
         return _identity
-    if kind != "differentiable":
+    if kind not in _METHODS:
         raise ConfigError(f"unknown BPDA approximation {kind!r}; choose one of: {', '.join(APPROXIMATIONS)}")
-    if not has_differentiable_approximation(defence):
-        raise ConfigError(f"{type(defence).__name__} has no differentiable approximation; use 'identity'")
-    return cast(Approximation, defence.differentiable_approximation)
+    if not has_approximation(defence, kind):
+        raise ConfigError(f"{type(defence).__name__} has no {kind!r} approximation; use 'identity'")
+    return cast(Approximation, getattr(defence, _METHODS[kind]))

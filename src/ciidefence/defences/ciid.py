@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..denoising import wavelet_shrinkage
+from ..errors import ConfigError
 from ..fusion import denoiser_input, fuse
-from ..inpainting import inpaint
+from ..inpainting import DIFFERENTIABLE_INPAINTERS, inpaint
 from ..models.base import Classifier
 from ..randomness import Generators
 from ..regions.cam import ClassEvidence, class_activation_maps
@@ -86,10 +87,14 @@ def exact_stages(config: CIIDefenceConfig) -> Stages:
     )
 
 
-def differentiable_stages(config: CIIDefenceConfig) -> Stages:
-    """BPDA's stand-ins: identity through the inpainting, exact gradients through a torch wavelet shrinkage."""
+def differentiable_stages(config: CIIDefenceConfig, through_inpainter: bool = False) -> Stages:
+    """BPDA's stand-ins: exact gradients through a torch wavelet shrinkage; through the inpainting, identity
+    or (``through_inpainter``, for the torch-native inpainters) the inpainter itself."""
+    if through_inpainter and config.inpainter not in DIFFERENTIABLE_INPAINTERS:
+        raise ConfigError(f"no gradients flow through the {config.inpainter!r} inpainter; "
+                          f"use one of: {', '.join(DIFFERENTIABLE_INPAINTERS)}")
     return Stages(
-        inpaint=lambda images, mask: images,
+        inpaint=exact_stages(config).inpaint if through_inpainter else lambda images, mask: images,
         denoise=lambda images: wavelet_shrinkage(images, config.sigma, config.wavelet, config.wavelet_levels,
                                                  config.threshold, "torch"),
     )
@@ -179,13 +184,15 @@ def purify(
 
 
 def approximate(
-    images: torch.Tensor, classifier: Classifier, config: CIIDefenceConfig, generator: Generators = None
+    images: torch.Tensor, classifier: Classifier, config: CIIDefenceConfig, generator: Generators = None,
+    through_inpainter: bool = False,
 ) -> torch.Tensor:
     """CIIDefence's differentiable BPDA stand-in: the same pipeline with :func:`differentiable_stages`.
 
     The region mask is recomputed from ``images`` but not differentiated.
     """
-    return run_pipeline(images, classifier, config, differentiable_stages(config), generator=generator).output
+    stages = differentiable_stages(config, through_inpainter)
+    return run_pipeline(images, classifier, config, stages, generator=generator).output
 
 
 class CIIDefence(nn.Module):
@@ -224,8 +231,12 @@ class CIIDefence(nn.Module):
         return purify(images, self.classifier, self.config, generator=generator).output
 
     def differentiable_approximation(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """See :func:`approximate`."""
+        """See :func:`approximate`: identity through the inpainting."""
         return approximate(images, self.classifier, self.config, generator)
+
+    def inpainter_approximation(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """See :func:`approximate`: gradients through the inpainter as well (torch-native inpainters only)."""
+        return approximate(images, self.classifier, self.config, generator, through_inpainter=True)
 
     def extra_repr(self) -> str:
         changed = {name: value for name, value in self.config.to_dict().items()

@@ -32,11 +32,12 @@ class CIIDefenceConfig:
         this fraction of its map's maximum, in [0, 1): weaker maxima (often at
         the borders) are noise, not evidence.
     inpainter : str
-        One of ``"telea"``, ``"navier-stokes"``, ``"biharmonic"``, ``"harmonic"`` (torch-native), ``"learned"``.
+        One of ``"telea"``, ``"navier-stokes"``, ``"biharmonic"``, ``"harmonic"`` (torch-native),
+        ``"deepfill"`` (the project's trained DeepFill-style network) or ``"learned"`` (your TorchScript file).
     inpaint_radius : float
         Neighbourhood radius of the OpenCV inpainters, in image pixels.
     inpainter_model : str, optional
-        TorchScript file of the learned inpainter.
+        TorchScript file of the ``"learned"`` inpainter, or weights for ``"deepfill"`` (default: the shipped ones).
     sigma : float
         Noise level assumed by the wavelet shrinkage, for images in [0, 1].
     wavelet : str

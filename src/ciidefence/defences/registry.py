@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..inpainting import DIFFERENTIABLE_INPAINTERS
 from .bpda import APPROXIMATIONS
 from .config import CIIDefenceConfig
 
@@ -60,9 +61,16 @@ class DefenceSpec:
     differentiable: bool = False
     is_ciid: bool = False
 
-    @property
-    def approximations(self) -> tuple[str, ...]:
-        return APPROXIMATIONS if self.differentiable else ("identity",)
+    def approximations(self, params: dict) -> tuple[str, ...]:
+        """The BPDA approximations of this defence with ``params``.
+
+        ``inpainter`` needs CIIDefence with boxes and a torch-native inpainter.
+        """
+        if not self.differentiable:
+            return ("identity",)
+        through_inpainter = (self.is_ciid and params.get("regions") != "none"
+                             and params.get("inpainter") in DIFFERENTIABLE_INPAINTERS)
+        return tuple(a for a in APPROXIMATIONS if a != "inpainter" or through_inpainter)
 
 
 def _none(classifier: Classifier, params: dict) -> nn.Module:
@@ -209,4 +217,4 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
         module = spec.build(classifier, params)
     except TypeError as error:
         raise ConfigError(f"bad parameters for defence {name!r}: {error}") from None
-    return Defence(name, params, defence_digest(name, params), module, spec.randomised, spec.approximations)
+    return Defence(name, params, defence_digest(name, params), module, spec.randomised, spec.approximations(params))

@@ -55,6 +55,12 @@ class Experiment:
     target: str | None = None
     purpose: str = "main"
 
+    def __post_init__(self) -> None:
+        if self.purpose not in PURPOSES or self.threat not in ("clean", *THREATS):
+            raise ConfigError(f"bad experiment: purpose {self.purpose!r}, threat {self.threat!r}")
+        if (self.threat == "bpda") != (self.approximation is not None and self.target is not None):
+            raise ConfigError("a BPDA experiment, and only one, names its approximation and target")
+
     def identity(self) -> dict:
         """Every field, by name: what the experiment is, independent of how the dataclass prints."""
         return {"attack": self.attack, "params": dict(self.params), "eps": self.eps, "threat": self.threat,
@@ -158,13 +164,13 @@ class RunConfig:
         """The purpose of the run's own experiments: ``"sweep"`` when it scores sweep points, else ``"main"``."""
         return "sweep" if self.sweep else "main"
 
-    def defence_entries(self) -> list[tuple[str, str, dict]]:
-        """(label, name, full parameters) of every defence the run scores.
+    def named_defences(self) -> list[tuple[str, str, dict]]:
+        """(label, name, full parameters) of the defences asked for by name; the label is the name."""
+        return [(name, name, defence_params(name, self.ciid_config)) for name in self.defences]
 
-        Labels are the names; sweep points, all CIIDefence, are labelled
-        ``ciid@<digest>``.
-        """
-        entries = [(name, name, defence_params(name, self.ciid_config)) for name in self.defences]
+    def sweep_defences(self) -> list[tuple[str, str, dict]]:
+        """(label, name, full parameters) of the sweep's points, all CIIDefence, labelled ``ciid@<digest>``."""
+        entries = []
         for point in self.sweep:
             params = CIIDefenceConfig(**point).to_dict()
             entries.append((f"ciid@{defence_digest('ciid', params)}", "ciid", params))
@@ -191,7 +197,8 @@ class RunConfig:
                         if defence == "none":
                             continue  # BPDA on the bare model is the gray-box attack
                         for approximation in self.approximations:
-                            if approximation not in defence_spec(defence).approximations:
+                            parameters = defence_params(defence, self.ciid_config)
+                            if approximation not in defence_spec(defence).approximations(parameters):
                                 continue
                             found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose))
         if self.sanity:

@@ -11,11 +11,9 @@ so the rows do not depend on the order in which units run.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -27,6 +25,7 @@ from ..errors import CIIDefenceError, ConfigError
 from ..images import load_image
 from ..models import load_classifier
 from ..models.base import CROP_FRACTION, Classifier
+from ..progress import ProgressBar, tqdm_bar
 from ..randomness import global_seed, seeded_generator, stable_seed
 from .data import LabelledImage, load_dataset
 from .lock import RunLock
@@ -38,12 +37,6 @@ CONFIG_FILE = "config.json"
 
 Unit = tuple[Experiment, int, list[LabelledImage]]
 """(experiment, batch index, batch): the work that one transaction writes."""
-
-
-class ProgressBar(Protocol):
-    def update(self, n: int = 1) -> object: ...
-    def set_postfix_str(self, text: str) -> object: ...
-    def close(self) -> object: ...
 
 
 def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStore:
@@ -112,14 +105,15 @@ class Evaluation:
                                                       config.random_weights).to(device)
         self.images = load_dataset(config.data, config.labels, num_classes=1000)[: config.limit]
         self.undefended = build_defence("none", self.classifier)
-        self.defences: dict[str, Defence] = {}
+        self.defences: dict[str, Defence] = {
+            label: build_defence(name, self.classifier, params=params)
+            for label, name, params in config.named_defences()
+        }
         self.invalid: dict[str, str] = {}  # sweep points refused (label: why), recorded, not scored
-        for label, name, params in config.defence_entries():
+        for label, name, params in config.sweep_defences():
             try:
                 self.defences[label] = build_defence(name, self.classifier, params=params)
             except ConfigError as error:
-                if label == name:  # a defence asked for by name: its options are wrong
-                    raise
                 self.invalid[label] = str(error)
         self.experiments = config.experiments()
         self.clean = config.clean_experiment()
@@ -313,6 +307,4 @@ class Evaluation:
 
 
 def tqdm_progress(total: int) -> ProgressBar:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="evaluate", unit="batch", file=sys.stderr, dynamic_ncols=True)
+    return tqdm_bar(total, "evaluate", "batch")

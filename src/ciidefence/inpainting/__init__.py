@@ -15,7 +15,9 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "learned")
+INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "deepfill", "learned")
+DIFFERENTIABLE_INPAINTERS = ("harmonic", "deepfill")
+"""Torch-native inpainters that gradients flow through (BPDA's ``inpainter`` approximation)."""
 
 
 def inpaint(
@@ -27,9 +29,12 @@ def inpaint(
 ) -> torch.Tensor:
     """Inpaint with the backend named ``method`` (one of :data:`INPAINTERS`).
 
-    ``"harmonic"`` is torch-native and runs batched on the images' device;
-    the others run on the CPU. ``radius`` applies to the OpenCV backends, ``model_path`` (required) to
-    ``"learned"``.
+    ``"harmonic"`` and ``"deepfill"`` (the project's trained network) are
+    torch-native, differentiable and run batched on the images' device; the
+    others run on the CPU. ``radius`` applies to the OpenCV backends;
+    ``model_path`` to ``"learned"`` (a TorchScript file, required) and to
+    ``"deepfill"`` (weights from ``ciid train-inpainter``; default: the
+    shipped ones).
     """
     if method == "telea":
         from .opencv import inpaint_telea
@@ -47,6 +52,10 @@ def inpaint(
         from .harmonic import inpaint_harmonic
 
         return inpaint_harmonic(images, masks)
+    if method == "deepfill":
+        from .deepfill import inpaint_deepfill
+
+        return inpaint_deepfill(images, masks, model_path)
     if method == "learned":
         from .learned import inpaint_learned
 
@@ -58,6 +67,10 @@ def inpaint(
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "inpaint_biharmonic": ".biharmonic",
+    "inpaint_deepfill": ".deepfill",
+    "DeepFill": ".deepfill",
+    "DeepFillConfig": ".deepfill",
+    "load_deepfill": ".deepfill",
     "inpaint_harmonic": ".harmonic",
     "inpaint_learned": ".learned",
     "load_inpainter": ".learned",

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
     from .base import Classifier
 
 DEFAULT_MODEL = "efficientnet_lite0"
+EMBEDDED_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""Classifiers whose weights ship in registry packages (:data:`ciidefence.models.efficientnet.LITE_VARIANTS`)."""
 TORCHVISION_NAMES = ("resnet50", "resnet101", "vgg16", "inception_v3")
 """The paper's classifiers, built by :func:`ciidefence.models.torchvision_models.torchvision_classifier`."""
-MODEL_NAMES = (DEFAULT_MODEL, *TORCHVISION_NAMES)
+MODEL_NAMES = (*EMBEDDED_NAMES, *TORCHVISION_NAMES)
 
 
 def load_classifier(
@@ -46,10 +48,10 @@ def load_classifier(
     every weight's gradient (1.3x the time of a PGD step). Networks wrapped
     with :func:`custom_classifier` are left as they are.
     """
-    if name == DEFAULT_MODEL:
-        from .efficientnet import efficientnet_lite0
+    if name in EMBEDDED_NAMES:
+        from .efficientnet import efficientnet_lite
 
-        return efficientnet_lite0(checkpoint, random_weights).requires_grad_(False)
+        return efficientnet_lite(name, checkpoint, random_weights).requires_grad_(False)
     if name in TORCHVISION_NAMES:
         from .torchvision_models import torchvision_classifier
 
@@ -61,7 +63,7 @@ _EXPORTS = {
     "Classifier": ".base",
     "imagenet_class_names": ".base",
     "custom_classifier": ".custom",
-    "efficientnet_lite0": ".efficientnet",
+    "efficientnet_lite": ".efficientnet",
     "torchvision_classifier": ".torchvision_models",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,62 @@
+"""``ciid train-inpainter``: train the DeepFill-style inpainter on a folder of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .session import report_errors, resolve_device, say, set_threads, warn
+
+
+@click.command("train-inpainter")
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Folder of training images, any layout (e.g. ../shared/data/inpainting-train or ImageNet's train/). "
+                   "Never the evaluation images.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Weights file to write (.safetensors); the checkpoint goes next to it (OUT.ckpt).")
+@click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--width", type=click.IntRange(4), default=24, show_default=True, help="Channels of the first layer.")
+@click.option("--coarse", type=click.Choice(["harmonic", "network"]), default="harmonic", show_default=True,
+              help="Coarse stage: the parameter-free harmonic fill, or the paper's learned network.")
+@click.option("--learning-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=2e-4,
+              show_default=True)
+@click.option("--adversarial-weight", type=click.FloatRange(0), default=0.001, show_default=True,
+              help="Weight of the WGAN-GP loss (global and local critics); 0 trains on the discounted L1 alone.")
+@click.option("--validate-every", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all available].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@report_errors
+def train_inpainter(data, out_path, steps, batch_size, width, coarse, learning_rate, adversarial_weight, validate_every,
+                    checkpoint_minutes, device, threads, seed, resume) -> None:
+    """Train the DeepFill-style inpainter on holes shaped like CIIDefence's.
+
+    Shows the losses and the validation PSNR of the filled pixels (held-back
+    images) against the harmonic fill's; writes OUT (safetensors, loadable
+    with --inpainter deepfill --inpainter-model OUT) and a checkpoint every
+    few minutes, so a killed run resumes with --resume.
+    """
+    from ..inpainting.deepfill import DeepFillConfig
+    from ..inpainting.training import Trainer, TrainingConfig
+
+    set_threads(threads)
+    trainer = Trainer(data, out_path, DeepFillConfig(width=width, coarse=coarse),
+                      TrainingConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                                     adversarial_weight=adversarial_weight, seed=seed),
+                      resolve_device(device), resume=resume)
+    warn(f"training on {len(trainer.train_images)} images, validating on {len(trainer.validation_paths)}; "
+         f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters")
+
+    from ..progress import tqdm_bar
+
+    history = trainer.train(lambda done, total: tqdm_bar(total, "train", "step", done), checkpoint_minutes,
+                            validate_every)
+    if history:
+        last = history[-1]
+        say("step {step}: masked PSNR ".format(**last) + ", ".join(
+            f"w={w} {last[f'psnr_w{w}']:.2f} dB (harmonic {last[f'harmonic_w{w}']:.2f})" for w in (4, 8, 12, 16)))
+    warn(f"wrote {Path(out_path)}")

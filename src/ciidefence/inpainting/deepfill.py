@@ -1,0 +1,363 @@
+"""A DeepFill-style generative inpainter: a coarse fill refined by a network with contextual attention.
+
+The design follows Yu et al. (CVPR 2018, "DeepFill v1"), written here from the
+paper. A coarse stage fills the hole; a refinement network with two parallel
+branches improves it:
+
+- a dilated branch (an encoder to 1/4 resolution, then convolutions with
+  dilation 2, 4, 8 and 16 for a wide receptive field);
+- a contextual-attention branch: an encoder to 1/4 resolution whose features
+  inside the hole are rebuilt from 3 x 3 background feature patches, matched
+  by cosine similarity, weighted by a softmax over the matches (with
+  attention propagation: neighbouring matches reinforce each other) and
+  pasted back with a transposed convolution.
+
+The branches are concatenated and decoded to a correction of the coarse fill
+(the last layer starts at zero, so training starts from the coarse fill).
+
+The coarse stage is either the paper's learned encoder-decoder with dilated
+convolutions (``coarse="network"``) or the torch-native harmonic fill
+(``coarse="harmonic"``), which has no parameters and keeps the whole model
+differentiable; docs/RESULTS.md has the measurement that chose between them.
+
+The network works on windows around each hole (a hole and a margin as wide as
+the hole), so its cost follows the holes, not the image.
+
+References
+----------
+J. Yu, Z. Lin, J. Yang, X. Shen, X. Lu and T. S. Huang, "Generative Image
+Inpainting with Contextual Attention", CVPR 2018.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .harmonic import inpaint_harmonic
+
+COARSE_STAGES = ("harmonic", "network")
+SHIPPED_MODEL = "deepfill.safetensors"
+
+
+@dataclass(frozen=True)
+class DeepFillConfig:
+    """The inpainter's architecture.
+
+    Attributes
+    ----------
+    width : int
+        Channels of the first layer; deeper layers have 2x and 4x.
+    coarse : str
+        ``"harmonic"`` (parameter-free, differentiable) or ``"network"`` (the paper's learned coarse stage).
+    patch : int
+        Side of the background patches matched by contextual attention.
+    softmax_scale : float
+        Sharpness of the softmax over matches (10 in the paper).
+    propagation : int
+        Side of the attention-propagation kernel (3 in the paper); 1 turns it off.
+    """
+
+    width: int = 24
+    coarse: str = "harmonic"
+    patch: int = 3
+    softmax_scale: float = 10.0
+    propagation: int = 3
+
+    def __post_init__(self) -> None:
+        if self.coarse not in COARSE_STAGES:
+            raise ConfigError(f"unknown coarse stage {self.coarse!r}; choose one of: {', '.join(COARSE_STAGES)}")
+        if self.width < 4 or self.patch < 1 or self.patch % 2 == 0 or self.propagation < 1:
+            raise ConfigError("DeepFill needs width >= 4 and odd patch and propagation sizes")
+
+
+def _conv(channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    padding = dilation * (kernel - 1) // 2
+    return nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding, dilation), nn.ELU())
+
+
+def _encoder(channels_in: int, width: int) -> nn.Sequential:
+    """Full resolution to 1/4, ``4 * width`` channels."""
+    return nn.Sequential(
+        _conv(channels_in, width, 5), _conv(width, 2 * width, 3, 2), _conv(2 * width, 2 * width),
+        _conv(2 * width, 4 * width, 3, 2), _conv(4 * width, 4 * width),
+    )
+
+
+def _dilated(width: int) -> nn.Sequential:
+    return nn.Sequential(*(_conv(4 * width, 4 * width, 3, 1, rate) for rate in (2, 4, 8, 16)))
+
+
+def _decoder(channels_in: int, width: int) -> nn.Sequential:
+    """1/4 resolution to full, ending in a 3-channel layer that starts at zero."""
+    last = nn.Conv2d(width // 2, 3, 3, 1, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # Conv2d has a bias here
+    return nn.Sequential(
+        _conv(channels_in, 4 * width), _conv(4 * width, 4 * width),
+        nn.Upsample(scale_factor=2, mode="nearest"), _conv(4 * width, 2 * width), _conv(2 * width, 2 * width),
+        nn.Upsample(scale_factor=2, mode="nearest"), _conv(2 * width, width), _conv(width, width // 2), last,
+    )
+
+
+def contextual_attention(
+    features: torch.Tensor, hole: torch.Tensor, patch: int = 3, softmax_scale: float = 10.0, propagation: int = 3
+) -> torch.Tensor:
+    """Rebuild the features inside a hole from background patches.
+
+    For each image, every ``patch x patch`` feature patch lying wholly outside
+    the hole is a candidate. Each location is compared with every candidate
+    by cosine similarity (a convolution with the normalised patches); the
+    scores are smoothed along the diagonal (attention propagation: a match at
+    a neighbour that is shifted the same way reinforces this one), turned into
+    weights by a softmax, and the raw patches are pasted back with those
+    weights by a transposed convolution.
+
+    Parameters
+    ----------
+    features : torch.Tensor
+        ``(B, C, h, w)``.
+    hole : torch.Tensor
+        ``(B, 1, h, w)`` in [0, 1], 1 where features are missing.
+    patch, softmax_scale, propagation
+        See :class:`DeepFillConfig`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, h, w)``: the attention's reconstruction inside the hole, the
+        input features outside. Differentiable in ``features``.
+    """
+    batch, channels, height, width = features.shape
+    pad = patch // 2
+    outputs = []
+    for index in range(batch):
+        image = features[index : index + 1]
+        patches = F.unfold(image, patch, padding=pad).transpose(1, 2).reshape(height * width, channels, patch, patch)
+        norms = patches.flatten(1).norm(dim=1).clamp(min=1e-4)
+        scores = F.conv2d(image, patches / norms[:, None, None, None], padding=pad)  # (1, hw, h, w)
+        if propagation > 1:
+            scores = _propagate(scores, height, width, propagation)
+        background = F.max_pool2d(hole[index : index + 1], patch, 1, pad).flatten() == 0
+        if not bool(background.any()):
+            outputs.append(image)
+            continue
+        scores = scores.masked_fill(~background[None, :, None, None], -math.inf)
+        attention = torch.softmax(scores * softmax_scale, dim=1)
+        outputs.append(F.conv_transpose2d(attention, patches, padding=pad) / (patch * patch))
+    rebuilt = torch.cat(outputs)
+    return hole * rebuilt + (1 - hole) * features
+
+
+def _propagate(scores: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:
+    """Smooth a ``(1, hw, h, w)`` score volume with an identity kernel, along rows and then columns."""
+    kernel = torch.eye(size, dtype=scores.dtype, device=scores.device)[None, None]
+    pad = size // 2
+    # rows of (foreground, background) locations in raster order
+    flat = F.conv2d(scores.reshape(1, 1, height * width, height * width), kernel, padding=pad)
+    # the same with both axes transposed (column-major order), then back
+    flat = flat.reshape(1, height, width, height, width).permute(0, 2, 1, 4, 3).reshape(1, 1, height * width, -1)
+    flat = F.conv2d(flat, kernel, padding=pad)
+    flat = flat.reshape(1, width, height, width, height).permute(0, 2, 1, 4, 3)
+    return flat.reshape(1, height * width, height, width)
+
+
+class DeepFill(nn.Module):
+    """The inpainting network: ``model(images, masks) -> images``, equal to ``images`` outside the masks.
+
+    Parameters
+    ----------
+    config : DeepFillConfig, optional
+    """
+
+    def __init__(self, config: DeepFillConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DeepFillConfig()
+        width = self.config.width
+        if self.config.coarse == "network":
+            self.coarse = nn.Sequential(_encoder(5, width), _dilated(width), _decoder(4 * width, width))
+        self.dilated_branch = nn.Sequential(_encoder(4, width), _dilated(width))
+        self.attention_encoder = _encoder(4, width)
+        self.attention_after = nn.Sequential(_conv(4 * width, 4 * width), _conv(4 * width, 4 * width))
+        self.decoder = _decoder(8 * width, width)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in asdict(self.config).items())
+
+    def coarse_fill(self, images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The first fill, ``(B, 3, H, W)`` in [0, 1]."""
+        if self.config.coarse == "harmonic":
+            return inpaint_harmonic(images, hole[:, 0] > 0.5)
+        inputs = torch.cat([(images * 2 - 1) * (1 - hole), torch.ones_like(hole), hole], dim=1)
+        delta = self.coarse(inputs)
+        base = images * (1 - hole) + 0.5 * hole
+        return (base + delta).clamp(0, 1)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Inpaint windows whose sides are multiples of 4.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(B, 3, H, W)`` in [0, 1].
+        masks : torch.Tensor
+            ``(B, 1, H, W)`` float or bool, 1 (True) where pixels are missing.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 3, H, W)`` in [0, 1].
+        """
+        hole = masks.to(images.dtype)
+        coarse = self.coarse_fill(images, hole)
+        inputs = torch.cat([coarse * 2 - 1, hole], dim=1)
+        small_hole = F.max_pool2d(hole, 4)
+        dilated = self.dilated_branch(inputs)
+        attended = contextual_attention(self.attention_encoder(inputs), small_hole, self.config.patch,
+                                        self.config.softmax_scale, self.config.propagation)
+        merged = torch.cat([dilated, self.attention_after(attended)], dim=1)
+        refined = (coarse + self.decoder(merged)).clamp(0, 1)
+        return hole * refined + (1 - hole) * images
+
+
+# --- windows around holes ------------------------------------------------------------------------------
+
+
+def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int, int, int, int]]:
+    """Square windows around each connected hole: ``(image, top, left, side, side)``.
+
+    Each window is centred on a hole and as wide as three times its larger
+    side (at least ``minimum``), rounded up to a multiple of 4; windows may
+    reach past the image (the caller pads).
+    """
+    from scipy import ndimage
+
+    windows = []
+    for index, mask in enumerate(masks.detach().cpu().numpy()):
+        labels, _ = ndimage.label(mask)
+        for found in ndimage.find_objects(labels):
+            if found is None:
+                continue
+            rows, cols = found
+            side = max(rows.stop - rows.start, cols.stop - cols.start)
+            window = max(minimum, 3 * side)
+            window += -window % 4
+            top = (rows.start + rows.stop - window) // 2
+            left = (cols.start + cols.stop - window) // 2
+            windows.append((index, top, left, window, window))
+    return windows
+
+
+def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepFill) -> torch.Tensor:
+    """Inpaint each hole with ``model`` on a window around it, batched over the windows.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(B, 3, H, W)`` in [0, 1].
+    masks : torch.Tensor
+        ``(B, H, W)`` bool.
+    model : DeepFill
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 3, H, W)``, equal to ``images`` outside the masks; differentiable in ``images``.
+    """
+    windows = hole_windows(masks)
+    if not windows:
+        return images
+    side = max(window[3] for window in windows)
+    margin = side
+    padded = F.pad(images, (margin,) * 4, mode="replicate")
+    padded_masks = F.pad(masks[:, None].to(images.dtype), (margin,) * 4)
+    crops, holes = [], []
+    for index, top, left, window, _ in windows:
+        top, left = top + margin - (side - window) // 2, left + margin - (side - window) // 2
+        crops.append(padded[index, :, top : top + side, left : left + side])
+        holes.append(padded_masks[index, :, top : top + side, left : left + side])
+    filled = model(torch.stack(crops), torch.stack(holes))
+    canvas = padded.clone()
+    for (index, top, left, window, _), crop, hole in zip(windows, filled, holes, strict=True):
+        top, left = top + margin - (side - window) // 2, left + margin - (side - window) // 2
+        region = canvas[index, :, top : top + side, left : left + side]
+        canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
+    output = canvas[..., margin:-margin, margin:-margin]
+    return torch.where(masks[:, None], output, images)
+
+
+# --- weights ---------------------------------------------------------------------------------------------
+
+
+def save_deepfill(model: DeepFill, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write the weights and the architecture (in the file's metadata) as safetensors."""
+    from safetensors.torch import save_file
+
+    info = {"config": json.dumps(asdict(model.config)), **{k: str(v) for k, v in (metadata or {}).items()}}
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=info)
+
+
+def load_deepfill(path: str | os.PathLike | None = None) -> DeepFill:
+    """The inpainter in ``path`` (safetensors written by :func:`save_deepfill`), or the shipped one.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, not safetensors, or does not fit the architecture it names.
+    """
+    from safetensors import safe_open
+
+    if path is None:
+        path = Path(str(resources.files("ciidefence.data").joinpath(SHIPPED_MODEL)))
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such inpainter file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        model = DeepFill(DeepFillConfig(**json.loads(metadata["config"])))
+        model.load_state_dict(state)
+    except Exception as error:  # safetensors raises its own types for any malformed file
+        raise CheckpointError(f"{path}: not a DeepFill inpainter ({type(error).__name__}: {error})") from None
+    if not all(torch.isfinite(value).all() for value in state.values()):
+        raise CheckpointError(f"{path}: the weights hold NaN or Inf values")
+    return model.eval().requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str | None) -> DeepFill:
+    return load_deepfill(path)
+
+
+def inpaint_deepfill(
+    images: torch.Tensor, masks: torch.Tensor, model_path: str | os.PathLike | None = None
+) -> torch.Tensor:
+    """Inpaint with the DeepFill-style network (the shipped weights unless ``model_path`` names others).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(B, 3, H, W)`` in [0, 1].
+    masks : torch.Tensor
+        ``(B, H, W)`` bool, True where pixels are to be filled.
+    model_path : path, optional
+        Weights written by ``ciid train-inpainter``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 3, H, W)`` in [0, 1]; equal to ``images`` outside the masks.
+    """
+    model = _cached(str(model_path) if model_path is not None else None).to(images.device)
+    return inpaint_with_network(images, masks, model)

@@ -1,0 +1,164 @@
+"""The DeepFill-style inpainter: network, contextual attention, training and resume, BPDA through it."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ciidefence import CIIDefence, CIIDefenceConfig, purify
+from ciidefence.defences.art import ARTPreprocessor
+from ciidefence.errors import CheckpointError, ConfigError
+from ciidefence.inpainting.deepfill import (
+    DeepFill,
+    DeepFillConfig,
+    contextual_attention,
+    hole_windows,
+    inpaint_with_network,
+    load_deepfill,
+    save_deepfill,
+)
+from ciidefence.inpainting.training import Trainer, TrainingConfig
+from conftest import REPO
+
+TRAINING = REPO.parent / "shared" / "data" / "inpainting-train"
+
+
+@pytest.mark.parametrize("coarse", ["harmonic", "network"])
+def test_the_network_changes_only_the_hole_and_stays_in_range(coarse):
+    torch.manual_seed(0)
+    model = DeepFill(DeepFillConfig(width=8, coarse=coarse))
+    for parameter in model.decoder[-1].parameters():  # as if trained: a non-zero correction
+        torch.nn.init.normal_(parameter, std=0.5)
+    images = torch.rand(2, 3, 40, 40)
+    holes = torch.zeros(2, 1, 40, 40)
+    holes[:, :, 12:25, 10:22] = 1
+    output = model(images, holes)
+    assert output.shape == images.shape and output.min() >= 0 and output.max() <= 1
+    assert torch.equal(output * (1 - holes), images * (1 - holes))
+    assert not torch.equal(output, images)
+
+
+def test_contextual_attention_copies_a_patch_that_appears_elsewhere():
+    torch.manual_seed(0)
+    features = torch.randn(1, 8, 16, 16)
+    features[..., 9:14, 9:14] = features[..., 2:7, 3:8]  # the same 5 x 5 content twice
+    truth = features[..., 11, 11].clone()
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[..., 11, 11] = 1
+    features[..., 11, 11] = 0  # unknown: only its surroundings match the copy's
+    rebuilt = contextual_attention(features, hole, softmax_scale=50.0, propagation=1)
+    assert torch.allclose(rebuilt[..., 11, 11], truth, atol=1e-3)
+    assert torch.equal(rebuilt[..., 0, 0], features[..., 0, 0])  # outside the hole: unchanged
+
+
+def test_windows_cover_each_hole_and_the_network_fills_only_the_masks():
+    masks = torch.zeros(2, 60, 80, dtype=torch.bool)
+    masks[0, 5:14, 3:12] = True
+    masks[0, 40:49, 60:69] = True
+    masks[1, 20:29, 30:39] = True
+    windows = hole_windows(masks)
+    assert len(windows) == 3 and all(w[3] % 4 == 0 and w[3] >= 27 for w in windows)
+    model = DeepFill(DeepFillConfig(width=8))
+    images = torch.rand(2, 3, 60, 80)
+    output = inpaint_with_network(images, masks, model)
+    assert torch.equal(output[~masks[:, None].expand_as(images)], images[~masks[:, None].expand_as(images)])
+
+
+def test_weights_round_trip_and_bad_files_are_refused(tmp_path):
+    model = DeepFill(DeepFillConfig(width=8, coarse="network"))
+    save_deepfill(model, tmp_path / "m.safetensors")
+    loaded = load_deepfill(tmp_path / "m.safetensors")
+    assert loaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(),
+                                                  strict=True))
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError):
+        load_deepfill(tmp_path / "bad.safetensors")
+    with pytest.raises(ConfigError):
+        DeepFillConfig(coarse="magic")
+
+
+@pytest.fixture(scope="module")
+def small_training_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    for path in sorted(TRAINING.glob("*.jpg"))[:12]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_few_steps_lower_the_loss_and_a_killed_run_resumes(small_training_folder, tmp_path):
+    config = TrainingConfig(steps=40, batch_size=4, learning_rate=2e-3, min_half_width=4, max_half_width=4,
+                            validation_images=2)
+    trainer = Trainer(small_training_folder, tmp_path / "m.safetensors", DeepFillConfig(width=8), config,
+                      torch.device("cpu"))
+    first = [trainer.step()["l1"] for _ in range(10)]
+    for _ in range(30):
+        last = trainer.step()["l1"]
+    assert last < sum(first[:3]) / 3
+    trainer.state.step = 40
+    trainer.save()
+
+    longer = TrainingConfig(**{**config.__dict__, "steps": 45})
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(small_training_folder, tmp_path / "m.safetensors", DeepFillConfig(width=8), longer,
+                torch.device("cpu"))
+    resumed = Trainer(small_training_folder, tmp_path / "m.safetensors", DeepFillConfig(width=8), longer,
+                      torch.device("cpu"), resume=True)
+    assert resumed.state.step == 40
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(),
+                                                  resumed.model.state_dict().values(), strict=True))
+    history = resumed.train(validate_every=5)
+    assert resumed.state.step == 45 and history[-1]["step"] == 45
+
+
+def test_the_training_command_runs_and_refuses_bad_data(small_training_folder, tmp_path):
+    command = [sys.executable, "-m", "ciidefence.cli.main", "train-inpainter", "--data", str(small_training_folder),
+               "--out", str(tmp_path / "m.safetensors"), "--steps", "3", "--batch-size", "2", "--width", "8",
+               "--validate-every", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "masked PSNR" in result.stdout and (tmp_path / "m.safetensors").exists()
+    bad = subprocess.run([*command[:5], str(tmp_path / "nothing"), *command[6:]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_bpda_through_the_inpainter_has_gradients_inside_and_outside_the_boxes(classifier, photo, tmp_path):
+    torch.manual_seed(0)
+    model = DeepFill(DeepFillConfig(width=8))
+    for parameter in model.decoder[-1].parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    save_deepfill(model, tmp_path / "m.safetensors")
+    config = CIIDefenceConfig(inpainter="deepfill", inpainter_model=str(tmp_path / "m.safetensors"), half_width=8)
+    defence = CIIDefence(classifier, config)
+    image = classifier.prepare(photo)
+    mask = purify(image, classifier, config).mask[0]
+    preprocessor = ARTPreprocessor(defence, "inpainter")
+    leaf = image.clone().requires_grad_(True)
+    output, _ = preprocessor.forward(leaf)
+    weights = torch.rand_like(image)
+    (output * weights).sum().backward()
+    gradient = leaf.grad.abs().sum(dim=1)[0]
+    assert gradient[mask].sum() > 0 and gradient[~mask].sum() > 0
+    identity = ARTPreprocessor(defence, "differentiable")
+    other = image.clone().requires_grad_(True)
+    (identity.forward(other)[0] * weights).sum().backward()
+    assert not torch.allclose(other.grad, leaf.grad)  # the network changes the gradient in the boxes
+
+
+def test_the_shipped_weights_load_and_fill_better_than_a_constant(sample_paths, classifier):
+    from ciidefence import load_image
+    from ciidefence.inpainting import inpaint
+    from ciidefence.inpainting.training import masked_psnr
+
+    model = load_deepfill()  # from the package, no download
+    assert model.config.coarse == "harmonic"
+    views = torch.cat([classifier.prepare(load_image(p)[None]) for p in sample_paths])
+    masks = torch.zeros(len(views), 224, 224, dtype=torch.bool)
+    masks[:, 100:117, 60:77] = True
+    masks[:, 30:39, 150:159] = True
+    filled = inpaint(views, masks, "deepfill")
+    holes = masks[:, None].float()
+    constant = torch.where(masks[:, None], views.mean(dim=(2, 3), keepdim=True), views)
+    assert masked_psnr(filled, views, holes) > masked_psnr(constant, views, holes) + 3
