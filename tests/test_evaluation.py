@@ -323,3 +323,32 @@ def test_bpda_through_the_inpainter_is_planned_only_for_torch_native_inpainters(
     assert ("ciid", "inpainter") in planned("deepfill") and ("ciid", "inpainter") in planned("harmonic")
     assert ("ciid", "inpainter") not in planned("telea")
     assert ("ciid-denoise-only", "inpainter") not in planned("deepfill")  # no boxes, nothing to inpaint
+
+
+def test_the_paper_protocol_attacks_and_scores_only_images_classified_right(data_dir, tmp_path):
+    out = tmp_path / "run"
+    evaluate(data_dir, out, "--limit", "8", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity",
+             "--defences", "none,jpeg", "--protocol", "paper")
+    with sqlite3.connect(out / "results.sqlite") as connection:
+        rows = connection.execute("SELECT image, label, pred_clean, l2 FROM results WHERE attack='fgsm' "
+                                  "AND defence='none'").fetchall()
+    right = {image for image, label, pred, _ in rows if pred == label}
+    assert 0 < len(right) < 8  # the bundled samples hold images the model gets wrong
+    assert all((l2 > 0) == (image in right) for image, _, _, l2 in rows)  # the others are not attacked
+    summary = json.loads((out / "summary.json").read_text())
+    assert {c["images"] for c in summary["cells"]} == {len(right)}
+    clean = next(c for c in summary["cells"] if c["defence"] == "none" and c["threat"] == "clean")
+    assert clean["accuracy"] == 1.0
+    assert f"only the {len(right)} of 8 images" in (out / "summary.md").read_text()
+
+
+def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
+    from ciidefence.evaluation import RunConfig
+
+    config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                       defences=("none",), ciid={}, attacks=("fgsm",))
+    older = json.loads(config.to_json())
+    del older["protocol"], older["max_pixels"]  # written before these options existed
+    assert config.matches(json.dumps(older))
+    other = RunConfig(**{**config.__dict__, "protocol": "paper"})
+    assert not other.matches(json.dumps(older))

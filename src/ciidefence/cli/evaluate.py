@@ -12,6 +12,7 @@ from ..attacks import ATTACKS, attack_spec, parse_eps
 from ..defences.bpda import APPROXIMATIONS
 from ..defences.registry import ABLATIONS, DEFENCES, RIVALS
 from ..errors import ConfigError
+from ..evaluation.plan import PROTOCOLS
 from .options import defence_options, run_options, split_names
 from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
 
@@ -80,6 +81,9 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--attack-param", "attack_param", multiple=True, metavar="ATTACK.KEY=VALUE",
               help="Override an attack parameter, e.g. pgd.max_iter=20 (repeatable).")
 @click.option("--no-sanity", is_flag=True, help="Skip the sanity-check attacks on the undefended model.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="all", show_default=True,
+              help="all: score every image; paper: attack and score only the images the undefended classifier "
+                   "gets right (Pixel Deflection's and CIIDefence's tables).")
 @run_options
 @defence_options
 @report_errors
@@ -96,7 +100,7 @@ def evaluate(context, preset, **options) -> None:
 
 def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
               approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, attack_param, limit, batch_size, run_dir,
-              resume, dry_run, no_sanity, device, threads, seed, max_pixels, config) -> None:
+              resume, dry_run, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
     run_config = RunConfig(
@@ -111,6 +115,7 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
         eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
+        protocol=protocol,
     )
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate")
 

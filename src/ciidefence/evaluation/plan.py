@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..attacks import attack_params, attack_spec, format_eps
 from ..defences.bpda import APPROXIMATIONS
@@ -17,6 +17,9 @@ THREATS = ("graybox", "bpda")
 """Threat models a user chooses; the unattacked experiment has threat ``"clean"``."""
 PURPOSES = ("main", "sanity", "sweep")
 """Why an experiment runs: the table asked for, the sanity checks, or a parameter sweep."""
+PROTOCOLS = ("all", "paper")
+"""Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
+classifier gets right."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -127,6 +130,7 @@ class RunConfig:
     sanity: bool = True
     sweep: tuple[dict, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
+    protocol: str = "all"
 
     def __post_init__(self) -> None:
         for name in self.defences:
@@ -147,6 +151,8 @@ class RunConfig:
         for name in self.attack_overrides:
             if name not in self.attacks:
                 raise ConfigError(f"parameters given for {name!r}, which is not among --attacks")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
         if not self.defences or not self.attacks and not self.sanity:
             raise ConfigError("nothing to evaluate: give at least one defence and one attack")
         if self.batch_size < 1 or self.eot_samples < 1 or (self.limit is not None and self.limit < 1):
@@ -154,6 +160,19 @@ class RunConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+    def matches(self, stored: str) -> bool:
+        """Whether ``stored`` (a run folder's configuration) describes this run.
+
+        Options added in later releases are absent from older run folders;
+        they match when this run leaves them at their defaults.
+        """
+        current, previous = json.loads(self.to_json()), json.loads(stored)
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        for key, value in current.items():
+            if key not in previous and key in defaults and json.loads(json.dumps(defaults[key])) == value:
+                previous[key] = value
+        return previous == current
 
     @property
     def ciid_config(self) -> CIIDefenceConfig:

@@ -71,7 +71,7 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
         if stored is None:
             store.set_meta("config", config.to_json())
             (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
-        elif stored != config.to_json():
+        elif not config.matches(stored):
             store.close()
             raise ConfigError(
                 f"{run_dir} was made by a different configuration; resume it with the same options "
@@ -248,8 +248,14 @@ class Evaluation:
             return rows
         images = torch.stack([tensors[item.key] for item in readable]).to(self.device)
         labels = torch.tensor([item.label for item in readable])
-        adversarial = self._attack(experiment, readable, images, labels)
         pred_clean, _ = self._clean_prediction(self.undefended, readable, images)
+        adversarial = images
+        attacked = [i for i, item in enumerate(readable)
+                    if self.config.protocol == "all" or pred_clean[i] == item.label]
+        if experiment.threat != "clean" and attacked:  # under the paper's protocol, only images classified right
+            adversarial = images.clone()
+            adversarial[attacked] = self._attack(experiment, [readable[i] for i in attacked], images[attacked],
+                                                 labels[attacked])
         pred_adv = pred_clean if experiment.threat == "clean" else self._predict(adversarial)
         difference = (adversarial - images).flatten(1).cpu()
         l2, linf = difference.norm(dim=1).tolist(), difference.abs().amax(dim=1).tolist()

@@ -71,10 +71,21 @@ class Cell:
         return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
 
 
-def cells(rows: list[dict]) -> list[Cell]:
-    """Aggregate rows into one :class:`Cell` per model, defence and experiment."""
+def scored_rows(rows: list[dict], protocol: str = "all") -> list[dict]:
+    """The rows a protocol scores: all, or (``"paper"``) those of images the undefended model classifies right.
+
+    Under the paper's protocol the other images are not attacked; their rows
+    stay in the database, outside every accuracy.
+    """
+    if protocol == "all":
+        return rows
+    return [row for row in rows if row["error"] is not None or row["pred_clean"] == row["label"]]
+
+
+def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
+    """Aggregate rows into one :class:`Cell` per model, defence and experiment (see :func:`scored_rows`)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
+    for row in scored_rows(rows, protocol):
         key = (row["model"], row["defence"], row["defence_hash"], row["experiment"], row["purpose"], row["attack"],
                row["attack_params"], row["eps"], row["eps_label"], row["threat"], row["approximation"])
         groups[key].append(row)
@@ -222,6 +233,13 @@ def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
     config = run.config
     lines = ["# Evaluation summary", ""]
     lines += _progress_line(run, table)
+    if config and config.get("protocol", "all") == "paper":
+        images = {r["image"] for r in run.rows if r["error"] is None and r["attack"] == "clean"}
+        right = {r["image"] for r in run.rows if r["error"] is None and r["attack"] == "clean"
+                 and r["pred_clean"] == r["label"]}
+        lines += [f"**Paper protocol**: only the {len(right)} of {len(images)} images the undefended model "
+                  "classifies correctly are attacked and scored (as in Pixel Deflection and CIIDefence); "
+                  "accuracy is the share of them each defence keeps.", ""]
     if config:
         lines += [f"Model `{config['model']}`, data `{config['data']}`"
                   + (f" (first {config['limit']} images)" if config.get("limit") else "")
@@ -405,7 +423,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     """Rebuild summary.md, summary.csv, summary.json and the two plots from the database."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    table = cells(run.rows)
+    table = cells(run.rows, _protocol(run))
     checks = sanity_checks(table, run.config, run.complete)
     paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png",
                                                 "accuracy_table.png")}
@@ -429,10 +447,14 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def _protocol(run: Run) -> str:
+    return run.config.get("protocol", "all") if run.config else "all"
+
+
 def glance_text(run_dir: str | Path) -> str:
     """What ``ciid evaluate`` prints at the end: progress, the sanity checks in one line each, the table."""
     run = read_run(run_dir)
-    table = cells(run.rows)
+    table = cells(run.rows, _protocol(run))
     lines = _progress_line(run, table)
     lines += [f"sanity: {c.status:7s} {c.name}" + (f" ({c.detail})" if c.detail and c.status != "PASS" else "")
               for c in sanity_checks(table, run.config, run.complete)]
