@@ -352,3 +352,30 @@ def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
     assert config.matches(json.dumps(older))
     other = RunConfig(**{**config.__dict__, "protocol": "paper"})
     assert not other.matches(json.dumps(older))
+
+
+def test_the_difference_interval_marks_only_clear_differences():
+    from ciidefence.evaluation.summary import difference_interval
+
+    def cell_of(correct, total):
+        low, high = wilson_interval(correct, total)
+        return Cell("m", "d", "h", "e", "main", "fgsm", "{}", None, "-", "graybox", None, total, 0, correct,
+                    correct / total, low, high, 0, 0, 0, 0, 0)
+
+    low, high = difference_interval(cell_of(90, 100), cell_of(50, 100))
+    assert 0 < low < 0.4 < high
+    low, high = difference_interval(cell_of(52, 100), cell_of(50, 100))
+    assert low < 0 < high
+
+
+def test_report_compares_two_runs_side_by_side(data_dir, tmp_path):
+    common = ["--limit", "4", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity"]
+    evaluate(data_dir, tmp_path / "a", *common, "--defences", "none,jpeg")
+    evaluate(data_dir, tmp_path / "b", *common, "--defences", "none,median")
+    result = subprocess.run([*PYTHON_CIID, "report", str(tmp_path / "a"), "--compare", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert "(+0.0)" in lines["none"]  # the same model on the same images
+    assert "n/a" in lines["jpeg"] and "n/a" in lines["median"]
+    assert (tmp_path / "a" / "compare.md").read_text().strip() == result.stdout.strip()

@@ -200,12 +200,21 @@ def _duration(seconds: float) -> str:
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--compare", "other_dir", type=click.Path(file_okay=False), default=None,
+              help="Another run folder: print both tables side by side, with the significant differences marked, "
+                   "and write RUN_DIR/compare.md.")
 @report_errors
-def report(run_dir) -> None:
+def report(run_dir, other_dir) -> None:
     """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary."""
-    from ..evaluation.summary import write_report
+    from ..evaluation.summary import compare_markdown, write_report
 
-    if not (Path(run_dir) / "results.sqlite").is_file():
-        raise CommandFailed(f"{run_dir}: no results.sqlite here", exit_code=2)
+    for folder in (run_dir, other_dir):
+        if folder is not None and not (Path(folder) / "results.sqlite").is_file():
+            raise CommandFailed(f"{folder}: no results.sqlite here", exit_code=2)
     paths = write_report(run_dir)
-    click.echo(paths["summary.md"].read_text())
+    if other_dir is None:
+        click.echo(paths["summary.md"].read_text())
+        return
+    text = compare_markdown(run_dir, other_dir)
+    (Path(run_dir) / "compare.md").write_text(text)
+    click.echo(text)

@@ -463,3 +463,58 @@ def glance_text(run_dir: str | Path) -> str:
 
 __all__ = ["Cell", "Check", "at_a_glance", "cells", "format_eps", "glance_text", "sanity_checks", "wilson_interval",
            "write_report"]
+
+
+def difference_interval(a: Cell, b: Cell) -> tuple[float, float]:
+    """95% interval of ``a.accuracy - b.accuracy`` (Newcombe's hybrid score method, from the Wilson intervals).
+
+    Treats the two cells as independent samples, which is right for two
+    classifiers and conservative for two runs on the same images.
+    """
+    delta = a.accuracy - b.accuracy
+    low = delta - math.sqrt((a.accuracy - a.ci_low) ** 2 + (b.ci_high - b.accuracy) ** 2)
+    high = delta + math.sqrt((a.ci_high - a.accuracy) ** 2 + (b.accuracy - b.ci_low) ** 2)
+    return low, high
+
+
+def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
+    """Two runs' at-a-glance tables side by side: ``A / B`` per cell, ``*`` where the difference is significant.
+
+    A difference is marked when its 95% interval (:func:`difference_interval`)
+    excludes 0.
+    """
+    runs = [read_run(run_dir), read_run(other_dir)]
+    pivots = [pivot(cells(run.rows, _protocol(run))) for run in runs]
+    rows = list(dict.fromkeys(row for found in pivots for row in found[0]))
+    columns = list(dict.fromkeys(column for found in pivots for column in found[1]))
+
+    def cell(found, row, column) -> Cell | None:
+        _, own_columns, values, _ = found
+        return values.get((row, own_columns.index(column))) if column in own_columns else None
+
+    names = [f"A = `{run_dir}`", f"B = `{other_dir}`"]
+    lines = ["# Comparison", "", f"{names[0]} ({_describe(runs[0])}); {names[1]} ({_describe(runs[1])}).", "",
+             "Top-1 accuracy A / B; * marks a difference whose 95% interval (Newcombe) excludes 0.", "",
+             "| defence | " + " | ".join(_column_title(c) for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for row in rows:
+        texts = []
+        for column in columns:
+            a, b = (cell(found, row, column) for found in pivots)
+            if a is None or b is None:
+                texts.append(" / ".join(_percent(c.accuracy) if c else "n/a" for c in (a, b)))
+                continue
+            low, high = difference_interval(a, b)
+            mark = " *" if low > 0 or high < 0 else ""
+            texts.append(f"{_percent(a.accuracy)} / {_percent(b.accuracy)} ({100 * (a.accuracy - b.accuracy):+.1f}"
+                         f"{mark})")
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(run: Run) -> str:
+    if not run.config:
+        return "configuration not stored"
+    images = f"{run.images} images" if run.images is not None else "images: unknown"
+    return f"model {run.config['model']}, {images}, protocol {run.config.get('protocol', 'all')}" + (
+        "" if run.complete else f", incomplete: {run.units_done} of {run.units_total} batches")
