@@ -379,3 +379,31 @@ def test_report_compares_two_runs_side_by_side(data_dir, tmp_path):
     assert "(+0.0)" in lines["none"]  # the same model on the same images
     assert "n/a" in lines["jpeg"] and "n/a" in lines["median"]
     assert (tmp_path / "a" / "compare.md").read_text().strip() == result.stdout.strip()
+
+
+def test_normalised_l2_budgets_size_each_images_perturbation_by_its_own_norm(data_dir, tmp_path):
+    out = tmp_path / "run"
+    evaluate(data_dir, out, "--limit", "4", "--attacks", "fgsm-l2", "--eps-l2", "1", "--eps-nl2", "0.03",
+             "--defences", "none", "--no-sanity")
+    with sqlite3.connect(out / "results.sqlite") as connection:
+        rows = connection.execute("SELECT budget, l2, nl2 FROM results WHERE attack='fgsm-l2'").fetchall()
+    relative = [nl2 for budget, _, nl2 in rows if budget == "nl2"]
+    absolute = [l2 for budget, l2, _ in rows if budget == "absolute"]
+    assert len(relative) == len(absolute) == 4
+    assert all(0.9 * 0.03 <= value <= 0.03 + 1e-4 for value in relative)  # clipping to [0, 1] may shorten a step
+    assert all(0.9 <= value <= 1 + 1e-4 for value in absolute)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {c["eps_label"] for c in summary["cells"] if c["attack"] == "fgsm-l2"} == {"1", "0.03 nl2"}
+
+
+def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
+    from ciidefence.evaluation.store import SCHEMA, read_run
+
+    old = SCHEMA.replace("    budget           TEXT    NOT NULL DEFAULT 'absolute',\n", "").replace(
+        "    nl2              REAL,\n", "")
+    with sqlite3.connect(tmp_path / "results.sqlite") as connection:
+        connection.executescript(old)
+        connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'h', 'e', 'main', 'clean', "
+                           "'{}', NULL, '-', 'clean', NULL, NULL, 1, 1, 1, 1, 0, 0, 0.5, 0, NULL)")
+    (row,) = read_run(tmp_path).rows
+    assert row["budget"] == "absolute" and row["nl2"] is None

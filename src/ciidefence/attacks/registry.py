@@ -30,7 +30,8 @@ class AttackSpec:
     defaults : dict
         Every tunable parameter and its default.
     build : callable
-        ``build(estimator, eps, params, batch_size) -> ART attack``.
+        ``build(estimator, eps, params, batch_size) -> ART attack``; ``eps`` is
+        a float, or an array ``(B, 1, 1, 1)`` of one budget per image.
     gradients : callable
         ``gradients(params) -> float``: gradient evaluations per image, roughly,
         for cost estimates.
@@ -46,10 +47,23 @@ class AttackSpec:
     gradients: Callable[[dict], float]
 
 
-def _fgsm(estimator, eps, p, batch):
-    from art.attacks.evasion import FastGradientMethod
+def _fgsm(norm):
+    def build(estimator, eps, p, batch):
+        from art.attacks.evasion import FastGradientMethod
 
-    return FastGradientMethod(estimator, norm="inf", eps=eps, eps_step=eps, batch_size=batch)
+        return FastGradientMethod(estimator, norm=norm, eps=eps, eps_step=eps, batch_size=batch)
+
+    return build
+
+
+def _bim_l2(estimator, eps, p, batch):
+    """I-FGSM in L2: projected gradient steps of eps * step_ratio from the clean image, no random start."""
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    return ProjectedGradientDescent(
+        estimator, norm=2, eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"], num_random_init=0,
+        batch_size=batch, verbose=False,
+    )
 
 
 def _bim(estimator, eps, p, batch):
@@ -138,10 +152,12 @@ _ITERATIVE = {"max_iter": 10, "step_ratio": 0.25}
 ATTACKS: dict[str, AttackSpec] = {
     spec.name: spec
     for spec in (
-        AttackSpec("fgsm", "FGSM", "inf", True, False, {}, _fgsm, lambda p: 1),
+        AttackSpec("fgsm", "FGSM", "inf", True, False, {}, _fgsm("inf"), lambda p: 1),
+        AttackSpec("fgsm-l2", "FGSM (L2)", "2", True, False, {}, _fgsm(2), lambda p: 1),
         AttackSpec("bim", "I-FGSM (BIM)", "inf", True, True, dict(_ITERATIVE), _bim, lambda p: p["max_iter"]),
         AttackSpec("pgd", "PGD (L-inf)", "inf", True, True, {**_ITERATIVE, "restarts": 0}, _pgd("inf"),
                    lambda p: p["max_iter"] * max(p["restarts"], 1)),
+        AttackSpec("bim-l2", "I-FGSM (L2)", "2", True, True, dict(_ITERATIVE), _bim_l2, lambda p: p["max_iter"]),
         AttackSpec("pgd-l2", "PGD (L2)", "2", True, True, {**_ITERATIVE, "restarts": 0}, _pgd(2),
                    lambda p: p["max_iter"] * max(p["restarts"], 1)),
         AttackSpec("deepfool", "DeepFool", "2", False, True,

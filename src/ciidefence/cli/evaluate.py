@@ -68,7 +68,11 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--attacks", default=DEFAULT_ATTACKS, show_default=True, help=f"Any of: {', '.join(ATTACKS)}.")
 @click.option("--eps", "eps_text", default="2/255,4/255", show_default=True,
               help="L-inf budgets for bounded attacks (fractions allowed).")
-@click.option("--eps-l2", "eps_l2_text", default="0.5,1", show_default=True, help="L2 budgets for pgd-l2.")
+@click.option("--eps-l2", "eps_l2_text", default="0.5,1", show_default=True,
+              help="Absolute L2 budgets for the L2 attacks (fgsm-l2, bim-l2, pgd-l2).")
+@click.option("--eps-nl2", "eps_nl2_text", default="", show_default=True,
+              help="Normalised L2 budgets for the L2 attacks, e.g. 0.02,0.03,0.05: each image's L2 radius is "
+                   "that fraction of its own L2 norm (the papers' convention).")
 @click.option("--threat", "threat_text", default="graybox", show_default=True, help="graybox, bpda or both.")
 @click.option("--bpda-approx", "approx_text", default=",".join(APPROXIMATIONS), show_default=True,
               help="BPDA backward approximations.")
@@ -98,7 +102,8 @@ def evaluate(context, preset, **options) -> None:
     _evaluate(**_apply_preset(context, preset, options))
 
 
-def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, threat_text,
+def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
+              threat_text,
               approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, attack_param, limit, batch_size, run_dir,
               resume, dry_run, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
@@ -110,6 +115,7 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
         attack_overrides=_attack_overrides(attack_param),
         eps=tuple(parse_eps(e) for e in split_names(eps_text)),
         eps_l2=tuple(parse_eps(e, upper=float("inf")) for e in split_names(eps_l2_text)),
+        eps_nl2=tuple(parse_eps(e) for e in split_names(eps_nl2_text)),
         threats=split_names(threat_text), approximations=split_names(approx_text),
         bpda_attacks=split_names(bpda_attacks_text) if bpda_attacks_text else None,
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,

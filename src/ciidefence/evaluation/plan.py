@@ -17,6 +17,7 @@ THREATS = ("graybox", "bpda")
 """Threat models a user chooses; the unattacked experiment has threat ``"clean"``."""
 PURPOSES = ("main", "sanity", "sweep")
 """Why an experiment runs: the table asked for, the sanity checks, or a parameter sweep."""
+BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
 classifier gets right."""
@@ -48,6 +49,10 @@ class Experiment:
         BPDA's attacked defence (its label in the run).
     purpose : str
         One of :data:`PURPOSES`.
+    budget : str
+        How ``eps`` is meant: ``"absolute"`` (a norm on images in [0, 1]) or
+        ``"nl2"`` (normalised L2 dissimilarity: each image's L2 budget is
+        ``eps`` times its own L2 norm, the paper's convention).
     """
 
     attack: str
@@ -57,17 +62,27 @@ class Experiment:
     approximation: str | None = None
     target: str | None = None
     purpose: str = "main"
+    budget: str = "absolute"
 
     def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {self.budget!r}; choose from: {', '.join(BUDGETS)}")
         if self.purpose not in PURPOSES or self.threat not in ("clean", *THREATS):
             raise ConfigError(f"bad experiment: purpose {self.purpose!r}, threat {self.threat!r}")
         if (self.threat == "bpda") != (self.approximation is not None and self.target is not None):
             raise ConfigError("a BPDA experiment, and only one, names its approximation and target")
 
     def identity(self) -> dict:
-        """Every field, by name: what the experiment is, independent of how the dataclass prints."""
-        return {"attack": self.attack, "params": dict(self.params), "eps": self.eps, "threat": self.threat,
-                "approximation": self.approximation, "target": self.target, "purpose": self.purpose}
+        """Every field, by name: what the experiment is, independent of how the dataclass prints.
+
+        Fields added after 0.2 appear only when they differ from their
+        defaults, so adding one changes no existing experiment's digest.
+        """
+        found = {"attack": self.attack, "params": dict(self.params), "eps": self.eps, "threat": self.threat,
+                 "approximation": self.approximation, "target": self.target, "purpose": self.purpose}
+        if self.budget != "absolute":
+            found["budget"] = self.budget
+        return found
 
     @property
     def digest(self) -> str:
@@ -81,7 +96,7 @@ class Experiment:
 
     @property
     def eps_label(self) -> str:
-        return format_eps(self.eps)
+        return f"{self.eps:g} nl2" if self.budget == "nl2" and self.eps is not None else format_eps(self.eps)
 
     @property
     def threat_label(self) -> str:
@@ -119,6 +134,7 @@ class RunConfig:
     attack_overrides: dict = field(default_factory=dict)
     eps: tuple[float, ...] = (2 / 255, 4 / 255)
     eps_l2: tuple[float, ...] = (0.5, 1.0)
+    eps_nl2: tuple[float, ...] = ()
     threats: tuple[str, ...] = ("graybox",)
     approximations: tuple[str, ...] = APPROXIMATIONS
     bpda_attacks: tuple[str, ...] | None = None
@@ -199,6 +215,12 @@ class RunConfig:
         """The unattacked experiment; every defence's clean prediction is drawn under its identity."""
         return Experiment("clean", purpose=self.purpose)
 
+    def budgets(self, norm: str) -> list[tuple[float, str]]:
+        """(eps, budget kind) of a bounded attack in ``norm``: L-inf budgets, or absolute and normalised L2 ones."""
+        if norm == "inf":
+            return [(eps, "absolute") for eps in self.eps]
+        return [(eps, "absolute") for eps in self.eps_l2] + [(eps, "nl2") for eps in self.eps_nl2]
+
     def experiments(self) -> list[Experiment]:
         """The experiments of this run, cheapest first."""
         purpose = self.purpose
@@ -206,10 +228,10 @@ class RunConfig:
         for name in self.attacks:
             spec = attack_spec(name)
             params = tuple(sorted(attack_params(name, self.attack_overrides.get(name)).items()))
-            budgets = (self.eps if spec.norm == "inf" else self.eps_l2) if spec.bounded else (None,)
-            for eps in budgets:
+            budgets = self.budgets(spec.norm) if spec.bounded else [(None, "absolute")]
+            for eps, budget in budgets:
                 if "graybox" in self.threats:
-                    found.append(Experiment(name, params, eps, "graybox", purpose=purpose))
+                    found.append(Experiment(name, params, eps, "graybox", purpose=purpose, budget=budget))
                 if ("bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks)
                         and (self.bpda_eps is None or eps is None or eps in self.bpda_eps)):
                     for defence in self.defences:
@@ -219,7 +241,8 @@ class RunConfig:
                             parameters = defence_params(defence, self.ciid_config)
                             if approximation not in defence_spec(defence).approximations(parameters):
                                 continue
-                            found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose))
+                            found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose,
+                                                    budget))
         if self.sanity:
             sanity = tuple(sorted(SANITY_PGD.items()))
             found.append(Experiment("pgd", sanity, SANITY_EPS, "graybox", purpose="sanity"))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..attacks import attack_spec
@@ -199,7 +200,10 @@ class Evaluation:
         if preprocessor is not None:
             preprocessor.generator = seeded_generator(self.config.seed, self.classifier.name, experiment.digest,
                                                       "eot", *keys)
-        attack = attack_spec(experiment.attack).build(estimator, experiment.eps, dict(experiment.params),
+        eps: float | np.ndarray | None = experiment.eps
+        if experiment.budget == "nl2" and experiment.eps is not None:  # each image's own L2 budget
+            eps = experiment.eps * images.flatten(1).norm(dim=1).cpu().numpy().reshape(-1, 1, 1, 1)
+        attack = attack_spec(experiment.attack).build(estimator, eps, dict(experiment.params),
                                                       self.config.batch_size)
         with global_seed(self._seed(experiment.digest, "attack", *keys)):  # ART's random starts
             adversarial = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
@@ -259,6 +263,8 @@ class Evaluation:
         pred_adv = pred_clean if experiment.threat == "clean" else self._predict(adversarial)
         difference = (adversarial - images).flatten(1).cpu()
         l2, linf = difference.norm(dim=1).tolist(), difference.abs().amax(dim=1).tolist()
+        norms = images.flatten(1).norm(dim=1).cpu().tolist()
+        nl2 = [distance / max(norm, 1e-12) for distance, norm in zip(l2, norms, strict=True)]
         scored = []
         for defence in defences:
             clean_defended, defence_ms = self._clean_prediction(defence, readable, images)
@@ -274,7 +280,7 @@ class Evaluation:
         seconds = (time.perf_counter() - started) / len(batch)
         rows += [
             self._row(item, defence, experiment, pred_clean[i], clean_defended[i], pred_adv[i], defended_adv[i],
-                      l2[i], linf[i], seconds, defence_ms)
+                      l2[i], linf[i], seconds, defence_ms, nl2=nl2[i])
             for defence, clean_defended, defended_adv, defence_ms in scored
             for i, item in enumerate(readable)
         ]
@@ -284,13 +290,13 @@ class Evaluation:
              pred_clean: int = NO_PREDICTION, pred_clean_defended: int = NO_PREDICTION,
              pred_adv: int = NO_PREDICTION, pred_defended_adv: int = NO_PREDICTION, l2: float = 0.0,
              linf: float = 0.0, seconds: float = 0.0, defence_ms: float = 0.0,
-             error: str | torch.Tensor | None = None) -> ResultRow:
+             error: str | torch.Tensor | None = None, nl2: float | None = None) -> ResultRow:
         return ResultRow(
             item.key, item.label, self.classifier.name, defence.name, defence.params_json, defence.digest,
             experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
             experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
             pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
-            error if isinstance(error, str) else None,
+            error if isinstance(error, str) else None, experiment.budget, nl2,
         )
 
     def run(self, store: ResultStore) -> None:

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS results (
     seconds          REAL    NOT NULL,
     defence_ms       REAL    NOT NULL,
     error            TEXT,
+    budget           TEXT    NOT NULL DEFAULT 'absolute',
+    nl2              REAL,
     UNIQUE (image, model, defence_hash, experiment)
 );
 """
@@ -69,6 +71,9 @@ class ResultRow:
     time on this image (its share of the batch), ``seconds`` this image's share of
     its batch's wall time. ``error`` holds the message when the image could
     not be evaluated (its predictions are then :data:`NO_PREDICTION`).
+    ``budget`` says how ``eps`` is meant (``"absolute"`` or ``"nl2"``, see
+    :class:`~ciidefence.evaluation.plan.Experiment`); ``nl2`` is the
+    perturbation's L2 norm over the clean image's (None in rows of 0.2).
     """
 
     image: str
@@ -95,6 +100,8 @@ class ResultRow:
     seconds: float
     defence_ms: float
     error: str | None = None
+    budget: str = "absolute"
+    nl2: float | None = None
 
 
 COLUMNS = list(ResultRow.__dataclass_fields__)
@@ -115,6 +122,10 @@ class ResultStore:
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
         if columns and "experiment" not in columns:
             _migrate(self.connection)
+        elif columns and "budget" not in columns:  # written by 0.2: two columns added since
+            with self.connection:
+                self.connection.execute("ALTER TABLE results ADD COLUMN budget TEXT NOT NULL DEFAULT 'absolute'")
+                self.connection.execute("ALTER TABLE results ADD COLUMN nl2 REAL")
         self.connection.executescript(SCHEMA)
 
     def __enter__(self) -> ResultStore:

@@ -36,7 +36,8 @@ class Cell:
     read (left out of the accuracy). ``attack_seconds`` is the experiment's
     wall time per image (attack and every defence scored on it), the same for
     every defence of the experiment; ``defence_ms`` is this defence's own
-    time per image.
+    time per image. ``median_nl2`` is the median normalised L2 dissimilarity
+    ``||x_adv - x||_2 / ||x||_2`` the attack reached (NaN for rows of 0.2).
     """
 
     model: str
@@ -61,6 +62,8 @@ class Cell:
     median_linf: float
     attack_seconds: float
     defence_ms: float
+    median_nl2: float = math.nan
+    budget: str = "absolute"
 
     @property
     def is_sanity(self) -> bool:
@@ -69,6 +72,10 @@ class Cell:
     @property
     def threat_label(self) -> str:
         return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
 
 
 def scored_rows(rows: list[dict], protocol: str = "all") -> list[dict]:
@@ -105,6 +112,8 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
             statistics.median(r["l2"] for r in scored) if scored else math.nan,
             statistics.median(r["linf"] for r in scored) if scored else math.nan,
             mean_or_nan([r["seconds"] for r in scored]), mean_or_nan([r["defence_ms"] for r in scored]),
+            _median([r["nl2"] for r in scored if r.get("nl2") is not None]),
+            next((r.get("budget", "absolute") for r in members), "absolute"),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
@@ -251,9 +260,13 @@ def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
                   "(their messages are in the `error` column of results.sqlite).", ""]
     lines += [
         "Threat models: **clean** = no attack; **graybox** = the attacker attacks the bare classifier "
-        "and each defence is scored on the result; **bpda-identity** / **bpda-differentiable** = the "
-        "attacker attacks the defended classifier, real defence forward, approximation backward. "
-        "eps is the L-inf (or, for L2 attacks, L2) budget on images in [0, 1]; DeepFool and "
+        "and each defence is scored on the result; **bpda-identity** / **bpda-differentiable** / "
+        "**bpda-inpainter** = the attacker attacks the defended classifier, real defence forward, "
+        "approximation backward (identity; through the wavelet shrinkage; through the inpainter too). "
+        "eps is the L-inf (or, for L2 attacks, L2) budget on images in [0, 1]; `0.03 nl2` is a normalised "
+        "L2 budget, each image's L2 radius being 0.03 times its own L2 norm (the papers' convention); the "
+        "median normalised L2 column gives ||x_adv - x|| / ||x|| for every attack, so both conventions "
+        "sit side by side. DeepFool and "
         "Carlini-Wagner are minimum-norm attacks without a budget. Intervals are 95% Wilson intervals. "
         "The checks on attack strength apply where the attacker targeted the scored model (the "
         "undefended model, and BPDA).",
@@ -265,8 +278,8 @@ def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(table, run.images)
     lines += ["", "## Top-1 accuracy of each defence", "",
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
-              "| median L2 | median L-inf | defence ms/img | images |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| median L2 | median normalised L2 | median L-inf | defence ms/img | images |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     labels = defence_labels(table)
     for c in table:
         if c.is_sanity:
@@ -275,7 +288,8 @@ def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
         lines.append(
             f"| {labels[(c.defence, c.defence_hash)]} | {c.threat_label} | {attack} | {_params_text(c.attack_params)} "
             f"| {c.eps_label} | {_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} "
-            f"| {_percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_linf:.4f} | {c.defence_ms:.1f} "
+            f"| {_percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_nl2:.4f} | {c.median_linf:.4f} "
+            f"| {c.defence_ms:.1f} "
             f"| {c.images}{' †' if _short(c, run.images) else ''} |"
         )
     lines += ["", "## Experiments", "",
