@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -400,10 +401,60 @@ def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
     from ciidefence.evaluation.store import SCHEMA, read_run
 
     old = SCHEMA.replace("    budget           TEXT    NOT NULL DEFAULT 'absolute',\n", "").replace(
-        "    nl2              REAL,\n", "")
+        "    nl2              REAL,\n", "").replace("    eot              INTEGER NOT NULL DEFAULT 1,\n", "")
     with sqlite3.connect(tmp_path / "results.sqlite") as connection:
         connection.executescript(old)
         connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'h', 'e', 'main', 'clean', "
                            "'{}', NULL, '-', 'clean', NULL, NULL, 1, 1, 1, 1, 0, 0, 0.5, 0, NULL)")
     (row,) = read_run(tmp_path).rows
-    assert row["budget"] == "absolute" and row["nl2"] is None
+    assert row["budget"] == "absolute" and row["nl2"] is None and row["eot"] == 1
+
+
+def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
+    from ciidefence.evaluation.summary import convergence, still_falling
+
+    assert still_falling([0.50, 0.30, 0.10], 100)
+    assert not still_falling([0.20, 0.20, 0.195], 200)  # one image: noise
+    assert not still_falling([0.40, 0.20, 0.21], 100)
+
+    def bpda(steps, eot, accuracy, purpose):
+        return Cell("m", "rrp", "h", f"{steps}-{eot}", purpose, "pgd", json.dumps({"max_iter": steps}), 4 / 255,
+                    "4/255", "bpda", "identity", 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0, eot=eot)
+
+    falling = [bpda(10, 2, 0.6, "main"), bpda(20, 2, 0.4, "convergence"), bpda(50, 2, 0.2, "convergence"),
+               bpda(10, 1, 0.7, "convergence"), bpda(10, 5, 0.6, "convergence"), bpda(10, 20, 0.6, "convergence")]
+    (check,) = convergence(falling)
+    assert check.steps == [(10, 0.6), (20, 0.4), (50, 0.2)] and [e for e, _ in check.eot] == [1, 2, 5, 20]
+    assert not check.converged
+    flat = [bpda(10, 2, 0.3, "main"), bpda(20, 2, 0.3, "convergence"), bpda(50, 2, 0.3, "convergence")]
+    assert convergence(flat)[0].converged
+
+
+def test_the_convergence_check_plans_more_steps_and_eot_samples_for_random_defences():
+    from ciidefence.evaluation import RunConfig
+
+    config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                       defences=("none", "jpeg", "random-resize-pad"), ciid={}, attacks=("pgd",), threats=("bpda",),
+                       eps=(4 / 255,), eot_samples=2, sanity=False, convergence=True, approximations=("identity",))
+    checks = [(e.target, dict(e.params)["max_iter"], e.eot) for e in config.experiments() if e.purpose == "convergence"]
+    assert sorted(t for t in checks if t[0] == "jpeg") == [("jpeg", 20, 1), ("jpeg", 50, 1)]
+    assert sorted(t for t in checks if t[0] == "random-resize-pad") == [
+        ("random-resize-pad", 10, 1), ("random-resize-pad", 10, 5), ("random-resize-pad", 10, 20),
+        ("random-resize-pad", 20, 2), ("random-resize-pad", 50, 2)]
+
+
+def test_eot_averages_the_stated_number_of_samples(classifier):
+    from ciidefence.attacks.estimators import art_estimator
+
+    class Counting(torch.nn.Module):
+        calls = 0
+
+        def forward(self, images, generator=None):
+            Counting.calls += 1
+            return images
+
+    estimator = art_estimator(classifier, [ARTPreprocessor(Counting(), "identity")], eot_samples=5)
+    images = torch.rand(1, 3, 224, 224).numpy()
+    Counting.calls = 0
+    estimator.loss_gradient(images, np.eye(1000)[[3]])
+    assert Counting.calls == 5

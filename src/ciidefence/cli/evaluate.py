@@ -82,6 +82,10 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Budgets to run under BPDA [default: all of --eps / --eps-l2].")
 @click.option("--eot", "eot_samples", type=click.IntRange(1), default=1, show_default=True,
               help="Gradient samples averaged per BPDA attack step (EOT), for randomised defences.")
+@click.option("--convergence", is_flag=True,
+              help="Check that every BPDA attack converged: rerun it with 10, 20 and 50 steps and, on randomised "
+                   "defences, with 1, 5 and 20 EOT samples; the summary flags attacks still gaining at the last "
+                   "point and plots convergence.png.")
 @click.option("--attack-param", "attack_param", multiple=True, metavar="ATTACK.KEY=VALUE",
               help="Override an attack parameter, e.g. pgd.max_iter=20 (repeatable).")
 @click.option("--no-sanity", is_flag=True, help="Skip the sanity-check attacks on the undefended model.")
@@ -104,7 +108,8 @@ def evaluate(context, preset, **options) -> None:
 
 def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
               threat_text,
-              approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, attack_param, limit, batch_size, run_dir,
+              approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, convergence, attack_param, limit, batch_size,
+              run_dir,
               resume, dry_run, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
@@ -121,7 +126,7 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
         eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
-        protocol=protocol,
+        protocol=protocol, convergence=convergence,
     )
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate")
 
@@ -157,7 +162,6 @@ def _dry_run(evaluation) -> None:
     """Print the experiments, their gradient evaluations, and a time estimate from a short measurement."""
     import torch
 
-    config = evaluation.config
     images = len(evaluation.images)
     batch = evaluation.batches()[0]
     views = torch.stack([view for view in map(evaluation.view, batch)
@@ -187,7 +191,7 @@ def _dry_run(evaluation) -> None:
             steps = attack_spec(experiment.attack).gradients(dict(experiment.params))
         if experiment.approximation:
             defence = evaluation.defences[experiment.target]
-            steps *= config.eot_samples if defence.randomised else 1
+            steps *= experiment.eot
             per_step += cost[defence.digest]
         scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
         seconds = images * (steps * per_step + scored)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -15,8 +16,11 @@ from ..images import DEFAULT_MAX_PIXELS
 
 THREATS = ("graybox", "bpda")
 """Threat models a user chooses; the unattacked experiment has threat ``"clean"``."""
-PURPOSES = ("main", "sanity", "sweep")
-"""Why an experiment runs: the table asked for, the sanity checks, or a parameter sweep."""
+PURPOSES = ("main", "sanity", "sweep", "convergence")
+"""Why an experiment runs: the table asked for, the sanity checks, a parameter sweep, or the convergence check of a
+BPDA attack (the same attack with other step and EOT counts)."""
+CONVERGENCE_STEPS = (10, 20, 50)
+CONVERGENCE_EOT = (1, 5, 20)
 BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
@@ -53,6 +57,8 @@ class Experiment:
         How ``eps`` is meant: ``"absolute"`` (a norm on images in [0, 1]) or
         ``"nl2"`` (normalised L2 dissimilarity: each image's L2 budget is
         ``eps`` times its own L2 norm, the paper's convention).
+    eot : int
+        Gradient samples averaged per attack step (EOT; BPDA on randomised defences).
     """
 
     attack: str
@@ -63,8 +69,11 @@ class Experiment:
     target: str | None = None
     purpose: str = "main"
     budget: str = "absolute"
+    eot: int = 1
 
     def __post_init__(self) -> None:
+        if self.eot < 1:
+            raise ConfigError(f"EOT samples must be positive, got {self.eot}")
         if self.budget not in BUDGETS:
             raise ConfigError(f"unknown budget {self.budget!r}; choose from: {', '.join(BUDGETS)}")
         if self.purpose not in PURPOSES or self.threat not in ("clean", *THREATS):
@@ -82,6 +91,8 @@ class Experiment:
                  "approximation": self.approximation, "target": self.target, "purpose": self.purpose}
         if self.budget != "absolute":
             found["budget"] = self.budget
+        if self.eot != 1:
+            found["eot"] = self.eot
         return found
 
     @property
@@ -109,6 +120,8 @@ class Experiment:
         parts = [self.attack, f"eps {self.eps_label}" if self.eps is not None else "unbounded", self.threat_label]
         if self.target:
             parts.append(f"on {self.target}")
+        if self.purpose == "convergence":
+            parts.append(f"({dict(self.params).get('max_iter', 1)} steps, EOT {self.eot})")
         return " ".join(parts)
 
 
@@ -147,6 +160,7 @@ class RunConfig:
     sweep: tuple[dict, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
     protocol: str = "all"
+    convergence: bool = False
 
     def __post_init__(self) -> None:
         for name in self.defences:
@@ -215,6 +229,19 @@ class RunConfig:
         """The unattacked experiment; every defence's clean prediction is drawn under its identity."""
         return Experiment("clean", purpose=self.purpose)
 
+    def convergence_variants(self, experiment: Experiment) -> list[Experiment]:
+        """A BPDA experiment's convergence check: its attack with :data:`CONVERGENCE_STEPS` steps and, on a
+        randomised target, with :data:`CONVERGENCE_EOT` samples (at its own step count)."""
+        params = dict(experiment.params)
+        if experiment.threat != "bpda" or "max_iter" not in params or experiment.target is None:
+            return []
+        variants = [dataclasses.replace(experiment, params=tuple(sorted({**params, "max_iter": steps}.items())),
+                                        purpose="convergence") for steps in CONVERGENCE_STEPS]
+        if defence_spec(experiment.target).randomised:
+            variants += [dataclasses.replace(experiment, eot=eot, purpose="convergence") for eot in CONVERGENCE_EOT]
+        own = dataclasses.replace(experiment, purpose="convergence")
+        return [variant for variant in variants if variant != own]
+
     def budgets(self, norm: str) -> list[tuple[float, str]]:
         """(eps, budget kind) of a bounded attack in ``norm``: L-inf budgets, or absolute and normalised L2 ones."""
         if norm == "inf":
@@ -241,8 +268,11 @@ class RunConfig:
                             parameters = defence_params(defence, self.ciid_config)
                             if approximation not in defence_spec(defence).approximations(parameters):
                                 continue
+                            eot = self.eot_samples if defence_spec(defence).randomised else 1
                             found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose,
-                                                    budget))
+                                                    budget, eot))
+        if self.convergence:
+            found += [variant for experiment in found for variant in self.convergence_variants(experiment)]
         if self.sanity:
             sanity = tuple(sorted(SANITY_PGD.items()))
             found.append(Experiment("pgd", sanity, SANITY_EPS, "graybox", purpose="sanity"))

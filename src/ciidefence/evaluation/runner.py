@@ -179,14 +179,14 @@ class Evaluation:
         return self._views[item.key]
 
     def _estimator(self, experiment: Experiment) -> tuple[object, ARTPreprocessor | None]:
-        key = (experiment.target, experiment.approximation)
+        key = (experiment.target, experiment.approximation, experiment.eot)
         if key not in self._estimators:
             preprocessor, eot_samples = None, 1
             if experiment.target is not None and experiment.approximation is not None:  # BPDA
                 defence = self.defences[experiment.target]
                 preprocessor = ARTPreprocessor(defence.module, experiment.approximation,
                                                "gpu" if self.device.type == "cuda" else "cpu")
-                eot_samples = self.config.eot_samples if defence.randomised else 1
+                eot_samples = experiment.eot
             estimator = art_estimator(self.classifier, [preprocessor] if preprocessor else None, eot_samples)
             self._estimators[key] = (estimator, preprocessor)
         return self._estimators[key]
@@ -296,7 +296,7 @@ class Evaluation:
             experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
             experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
             pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
-            error if isinstance(error, str) else None, experiment.budget, nl2,
+            error if isinstance(error, str) else None, experiment.budget, nl2, experiment.eot,
         )
 
     def run(self, store: ResultStore) -> None:

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS results (
     error            TEXT,
     budget           TEXT    NOT NULL DEFAULT 'absolute',
     nl2              REAL,
+    eot              INTEGER NOT NULL DEFAULT 1,
     UNIQUE (image, model, defence_hash, experiment)
 );
 """
@@ -73,7 +74,8 @@ class ResultRow:
     not be evaluated (its predictions are then :data:`NO_PREDICTION`).
     ``budget`` says how ``eps`` is meant (``"absolute"`` or ``"nl2"``, see
     :class:`~ciidefence.evaluation.plan.Experiment`); ``nl2`` is the
-    perturbation's L2 norm over the clean image's (None in rows of 0.2).
+    perturbation's L2 norm over the clean image's (None in rows of 0.2);
+    ``eot`` the gradient samples the attack averaged per step.
     """
 
     image: str
@@ -102,6 +104,7 @@ class ResultRow:
     error: str | None = None
     budget: str = "absolute"
     nl2: float | None = None
+    eot: int = 1
 
 
 COLUMNS = list(ResultRow.__dataclass_fields__)
@@ -122,10 +125,11 @@ class ResultStore:
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
         if columns and "experiment" not in columns:
             _migrate(self.connection)
-        elif columns and "budget" not in columns:  # written by 0.2: two columns added since
+        elif columns and "budget" not in columns:  # written by 0.2: three columns added since
             with self.connection:
                 self.connection.execute("ALTER TABLE results ADD COLUMN budget TEXT NOT NULL DEFAULT 'absolute'")
                 self.connection.execute("ALTER TABLE results ADD COLUMN nl2 REAL")
+                self.connection.execute("ALTER TABLE results ADD COLUMN eot INTEGER NOT NULL DEFAULT 1")
         self.connection.executescript(SCHEMA)
 
     def __enter__(self) -> ResultStore:

@@ -64,10 +64,21 @@ class Cell:
     defence_ms: float
     median_nl2: float = math.nan
     budget: str = "absolute"
+    eot: int = 1
+
+    @property
+    def steps(self) -> int:
+        """The attack's iterations (1 for a single-step attack)."""
+        return int(json.loads(self.attack_params).get("max_iter", 1))
 
     @property
     def is_sanity(self) -> bool:
         return self.purpose == "sanity"
+
+    @property
+    def in_table(self) -> bool:
+        """A cell of the run's own table (not a sanity or convergence experiment)."""
+        return self.purpose in ("main", "sweep")
 
     @property
     def threat_label(self) -> str:
@@ -114,6 +125,7 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
             mean_or_nan([r["seconds"] for r in scored]), mean_or_nan([r["defence_ms"] for r in scored]),
             _median([r["nl2"] for r in scored if r.get("nl2") is not None]),
             next((r.get("budget", "absolute") for r in members), "absolute"),
+            next((r.get("eot", 1) for r in members), 1),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
@@ -178,7 +190,7 @@ def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool 
 
     series: dict[tuple, list[Cell]] = defaultdict(list)
     for cell in table:
-        if cell.eps is not None and not cell.is_sanity and cell.threat != "clean" and attacks_the_scored_model(cell):
+        if cell.eps is not None and cell.in_table and cell.threat != "clean" and attacks_the_scored_model(cell):
             series[(cell.defence, cell.attack, cell.attack_params, cell.threat_label)].append(cell)
     rises = []
     for (defence, attack, _, threat), members in series.items():
@@ -196,10 +208,10 @@ def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool 
 
     weaker = []
     compared = 0
-    single = {(c.defence, c.eps_label, c.threat_label): c for c in table if c.attack == "fgsm" and not c.is_sanity}
+    single = {(c.defence, c.eps_label, c.threat_label): c for c in table if c.attack == "fgsm" and c.in_table}
     for cell in table:
         spec = ATTACKS.get(cell.attack)
-        if (spec is None or not spec.iterative or not spec.bounded or spec.norm != "inf" or cell.is_sanity
+        if (spec is None or not spec.iterative or not spec.bounded or spec.norm != "inf" or not cell.in_table
                 or not attacks_the_scored_model(cell)):
             continue
         reference = single.get((cell.defence, cell.eps_label, cell.threat_label))
@@ -224,6 +236,103 @@ def _percent(value: float) -> str:
 def _params_text(params: str) -> str:
     values = json.loads(params)
     return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
+
+
+STILL_FALLING_POINTS = 1.0
+"""A convergence series is still falling when its last point is more than this many percentage points (and more
+than one image) below the one before."""
+
+
+def still_falling(accuracies: list[float], images: int, tolerance_points: float = STILL_FALLING_POINTS) -> bool:
+    """Whether a series of accuracies (more steps or samples to the right) still falls at its last point."""
+    if len(accuracies) < 2:
+        return False
+    drop = accuracies[-2] - accuracies[-1]
+    return drop * 100 > tolerance_points and drop * images > 1
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The convergence check of one BPDA attack: accuracy against steps and against EOT samples.
+
+    ``steps`` holds (steps, accuracy) at the main experiment's EOT count;
+    ``eot`` holds (samples, accuracy) at its step count (empty for a
+    deterministic defence). ``converged`` is False when either series is
+    still falling at its last point (:func:`still_falling`).
+    """
+
+    defence: str
+    approximation: str
+    attack: str
+    eps_label: str
+    images: int
+    steps: list[tuple[int, float]]
+    eot: list[tuple[int, float]]
+
+    @property
+    def converged(self) -> bool:
+        return not any(still_falling([a for _, a in series], self.images) for series in (self.steps, self.eot)
+                       if len(series) > 1)
+
+
+def convergence(table: list[Cell]) -> list[Convergence]:
+    """The convergence checks of a run: one per BPDA attack that has convergence experiments."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for c in table:
+        if c.threat == "bpda" and c.purpose in ("main", "convergence"):
+            groups[(c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)].append(c)
+    found = []
+    for (defence, _, approximation, attack, eps_label), members in groups.items():
+        main = next((c for c in members if c.purpose == "main"), None)
+        if main is None or not any(c.purpose == "convergence" for c in members):
+            continue
+        steps = sorted({(c.steps, c.accuracy) for c in members if c.eot == main.eot})
+        eot = sorted({(c.eot, c.accuracy) for c in members if c.steps == main.steps})
+        found.append(Convergence(defence, approximation or "", attack, eps_label, main.images, steps,
+                                 eot if len(eot) > 1 else []))
+    return found
+
+
+def convergence_markdown(checks: list[Convergence]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["## Convergence of the BPDA attacks", "",
+             f"Accuracy after more steps and more EOT samples; **not converged** when the last point is still "
+             f"more than {STILL_FALLING_POINTS:g} point (and one image) below the one before: the attack was too "
+             "weak to measure robustness, whatever the accuracy says.", "",
+             "| defence | approximation | attack | eps | accuracy by steps | accuracy by EOT samples | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in checks:
+        by_steps = ", ".join(f"{s}: {_percent(a)}" for s, a in c.steps)
+        by_eot = ", ".join(f"{s}: {_percent(a)}" for s, a in c.eot) or "-"
+        verdict = "converged" if c.converged else "**not converged**"
+        lines.append(f"| {c.defence} | {c.approximation} | {ATTACKS[c.attack].title} | {c.eps_label} | {by_steps} "
+                     f"| {by_eot} | {verdict} |")
+    return [*lines, ""]
+
+
+def plot_convergence(checks: list[Convergence], path: Path) -> None:
+    """Accuracy against steps and against EOT samples, a line per BPDA attack."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.8), layout="constrained")
+    by_steps, by_eot = figure.subplots(1, 2)
+    for index, c in enumerate(checks):
+        label = f"{c.defence} ({c.approximation}), {c.attack} {c.eps_label}" + (
+            "" if c.converged else ": NOT converged")
+        marker = _MARKERS[index % len(_MARKERS)]
+        by_steps.plot([s for s, _ in c.steps], [100 * a for _, a in c.steps], marker=marker, label=label)
+        if c.eot:
+            by_eot.plot([s for s, _ in c.eot], [100 * a for _, a in c.eot], marker=marker, label=label)
+    for axis, name in ((by_steps, "attack steps"), (by_eot, "EOT samples per step")):
+        axis.set_xscale("log")
+        axis.set_xlabel(name)
+        axis.set_ylabel("top-1 accuracy under BPDA (%)")
+        axis.set_ylim(-2, 102)
+        axis.grid(alpha=0.3)
+    by_steps.legend(fontsize=6)
+    figure.suptitle("Convergence of the BPDA attacks", fontsize=10)
+    figure.savefig(path, dpi=130)
 
 
 def _progress_line(run: Run, table: list[Cell]) -> list[str]:
@@ -275,14 +384,17 @@ def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
         "| check | status | detail |", "|---|---|---|",
     ]
     lines += [f"| {c.name} | **{c.status}** | {c.detail or '-'} |" for c in checks]
-    lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(table, run.images)
+    checks_of_convergence = convergence(table)
+    lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
+        table, run.images, checks_of_convergence)
+    lines += ["", *convergence_markdown(checks_of_convergence)]
     lines += ["", "## Top-1 accuracy of each defence", "",
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
               "| median L2 | median normalised L2 | median L-inf | defence ms/img | images |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     labels = defence_labels(table)
     for c in table:
-        if c.is_sanity:
+        if not c.in_table:
             continue
         attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
         lines.append(
@@ -326,8 +438,8 @@ def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
 
 def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, int], Cell], dict[str, float]]:
     """Rows (defence labels), columns (``("clean",)`` or (attack, eps, threat)), cells by (row, column index),
-    and each row's defence ms/img. Sanity cells are left out."""
-    table = [c for c in table if not c.is_sanity]
+    and each row's defence ms/img. Sanity and convergence cells are left out."""
+    table = [c for c in table if c.in_table]
     columns = list(dict.fromkeys(_column(c) for c in table))
     labels = defence_labels(table)
     rows = list(dict.fromkeys(labels[(c.defence, c.defence_hash)] for c in table))
@@ -338,8 +450,13 @@ def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, in
     return rows, columns, values, {k: statistics.fmean(v) for k, v in cost.items()}
 
 
-def at_a_glance(table: list[Cell], total: int | None = None) -> list[str]:
-    """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell."""
+def at_a_glance(table: list[Cell], total: int | None = None,
+                checks: list[Convergence] | None = None) -> list[str]:
+    """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell.
+
+    A BPDA cell whose attack did not converge (``checks``) is marked "not converged".
+    """
+    unconverged = {(c.defence, c.approximation, c.attack, c.eps_label) for c in checks or [] if not c.converged}
     rows, columns, values, cost = pivot(table)
     titles = [_column_title(column) for column in columns]
     header = ["defence", *titles, "defence ms/img"]
@@ -348,8 +465,10 @@ def at_a_glance(table: list[Cell], total: int | None = None) -> list[str]:
         texts = []
         for i in range(len(titles)):
             cell = values.get((row, i))
+            flag = cell is not None and (cell.defence, cell.approximation, cell.attack, cell.eps_label) in unconverged
             texts.append("n/a" if cell is None else
-                         f"{_percent(cell.accuracy)}{' †' if _short(cell, total) else ''}")
+                         f"{_percent(cell.accuracy)}{' †' if _short(cell, total) else ''}"
+                         f"{' (not converged)' if flag else ''}")
         lines.append("| " + " | ".join([row, *texts, f"{cost[row]:.1f}"]) + " |")
     images = sorted({c.images for c in values.values()})
     if images:
@@ -398,7 +517,7 @@ def plot(table: list[Cell], path: Path) -> None:
     labels = defence_labels(table)
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
     for c in table:
-        if c.threat != "clean" and c.eps is not None and not c.is_sanity and ATTACKS[c.attack].norm == "inf":
+        if c.threat != "clean" and c.eps is not None and c.in_table and ATTACKS[c.attack].norm == "inf":
             series[(c.threat_label, c.attack)][(c.defence, c.defence_hash)].append(c)
     panels = list(series) or [("clean", "fgsm")]
     columns = min(len(panels), 3)
@@ -455,9 +574,14 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "units_total": run.units_total,
         "cells": [asdict(c) for c in table],
         "sanity_checks": [asdict(c) for c in checks],
+        "convergence": [{**asdict(c), "converged": c.converged} for c in convergence(table)],
     }, indent=2))
     plot(table, paths["accuracy_vs_eps.png"])
     plot_table(table, paths["accuracy_table.png"])
+    checks_of_convergence = convergence(table)
+    if checks_of_convergence:
+        paths["convergence.png"] = run_dir / "convergence.png"
+        plot_convergence(checks_of_convergence, paths["convergence.png"])
     return paths
 
 

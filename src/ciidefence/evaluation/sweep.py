@@ -87,7 +87,7 @@ def scores(table: list[Cell], rows: list[dict]) -> list[Score]:
     params = {r["defence_hash"]: json.loads(r["defence_config"]) for r in rows}
     by_hash: dict[str, list[Cell]] = {}
     for cell in table:
-        if not cell.is_sanity:
+        if cell.in_table:
             by_hash.setdefault(cell.defence_hash, []).append(cell)
     found = []
     for digest, members in by_hash.items():
