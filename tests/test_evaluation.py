@@ -458,3 +458,21 @@ def test_eot_averages_the_stated_number_of_samples(classifier):
     Counting.calls = 0
     estimator.loss_gradient(images, np.eye(1000)[[3]])
     assert Counting.calls == 5
+
+
+def test_a_list_of_models_writes_one_table_per_model_in_one_run_folder(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = evaluate(data_dir, out, "--limit", "2", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity",
+                      "--defences", "none,jpeg", "--model", "efficientnet_lite0,efficientnet_lite1")
+    assert result.stdout.count("| defence | clean |") == 2
+    with sqlite3.connect(out / "results.sqlite") as connection:
+        counts = dict(connection.execute("SELECT model, COUNT(*) FROM results GROUP BY model").fetchall())
+    assert counts == {"efficientnet_lite0": 2 * 2 * 2, "efficientnet_lite1": 2 * 2 * 2}
+    summary = (out / "summary.md").read_text()
+    assert all(f"# Evaluation summary: efficientnet_lite{i}" in summary for i in (0, 1))
+    assert (out / "accuracy_table_efficientnet_lite1.png").stat().st_size > 0
+    again = evaluate(data_dir, out, "--limit", "2", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity",
+                     "--defences", "none,jpeg", "--model", "efficientnet_lite0,efficientnet_lite1", "--resume")
+    assert again.returncode == 0  # nothing left to do: each model's units are its own
+    bad = evaluate(data_dir, tmp_path / "bad", "--model", "efficientnet_lite0,alexnet", check=False)
+    assert bad.returncode == 2 and "unknown model alexnet" in bad.stderr

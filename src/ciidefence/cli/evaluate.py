@@ -106,7 +106,7 @@ def evaluate(context, preset, **options) -> None:
     _evaluate(**_apply_preset(context, preset, options))
 
 
-def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
+def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
               threat_text,
               approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, convergence, attack_param, limit, batch_size,
               run_dir,
@@ -115,7 +115,7 @@ def _evaluate(data, labels, model, checkpoint, random_weights, defences, attacks
 
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
-        model=model, checkpoint=checkpoint, random_weights=random_weights,
+        model=models[0], extra_models=models[1:], checkpoint=checkpoint, random_weights=random_weights,
         defences=split_names(defences), ciid=config.to_dict(), attacks=split_names(attacks),
         attack_overrides=_attack_overrides(attack_param),
         eps=tuple(parse_eps(e) for e in split_names(eps_text)),
@@ -138,12 +138,17 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
 
     set_threads(threads)
     seed_everything(run_config.seed)
-    evaluation = Evaluation(run_config, resolve_device(device), progress=tqdm_progress)  # checks; writes nothing
+    torch_device = resolve_device(device)
+    evaluations = [Evaluation(run_config, torch_device, progress=tqdm_progress, model=model)  # checks; writes nothing
+                   for model in run_config.models]
     if dry_run:
-        _dry_run(evaluation)
+        for evaluation in evaluations:
+            _dry_run(evaluation)
         return
     with open_run(run_dir, run_config, resume) as store:
-        evaluation.run(store)
+        total = sum(len(evaluation.units()) for evaluation in evaluations)
+        for evaluation in evaluations:
+            evaluation.run(store, total)
     if report == "evaluate":
         from ..evaluation.summary import glance_text, write_report
 

@@ -107,7 +107,10 @@ _RUN_OPTIONS = [
                  help="Folder of images with labels.csv (file,class_index), or one subfolder per WordNet id."),
     click.option("--labels", type=click.Path(dir_okay=False), default=None,
                  help="Labels CSV with columns file,class_index [default: DATA/labels.csv]."),
-    *_COMMON_OPTIONS[:3],
+    click.option("--model", "model_text", default=DEFAULT_MODEL, show_default=True,
+                 help=f"Classifier to evaluate, or several, comma-separated (one table each): "
+                      f"{', '.join(MODEL_NAMES)}."),
+    *_COMMON_OPTIONS[1:3],
     click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images."),
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
                  help="Images per attack batch; 8 is fastest per image on a 2-core CPU."),
@@ -120,7 +123,20 @@ _RUN_OPTIONS = [
 
 
 def run_options(command):
-    """Add the options of a run folder (evaluate and sweep): data, model, size, --out, --resume, --dry-run, ..."""
+    """Add the options of a run folder (evaluate and sweep): data, model, size, --out, --resume, --dry-run, ...
+
+    The command gets ``models``, a tuple of known model names.
+    """
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        models = split_names(kwargs.pop("model_text"))
+        unknown = [name for name in models if name not in MODEL_NAMES]
+        if unknown or not models:
+            raise CommandFailed(f"unknown model {', '.join(unknown) or repr('')}; "
+                                f"choose from: {', '.join(MODEL_NAMES)}", exit_code=2)
+        return command(models=models, **kwargs)
+
     for option in reversed(_RUN_OPTIONS):
-        command = option(command)
-    return command
+        wrapper = option(wrapper)
+    return wrapper

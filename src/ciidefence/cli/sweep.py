@@ -10,7 +10,7 @@ from ..attacks import parse_eps
 from ..defences.registry import RIVALS
 from .evaluate import execute_run
 from .options import defence_options, run_options, split_names
-from .session import report_errors, warn
+from .session import CommandFailed, report_errors, warn
 
 DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")  # the grid of docs/RESULTS.md
 
@@ -27,7 +27,7 @@ DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8
 @run_options
 @defence_options
 @report_errors
-def sweep(data, labels, model, checkpoint, random_weights, grid_specs, samples, rivals, attacks, eps_text, limit,
+def sweep(data, labels, models, checkpoint, random_weights, grid_specs, samples, rivals, attacks, eps_text, limit,
           batch_size, run_dir, resume, dry_run, device, threads, seed, max_pixels, config) -> None:
     """Score CIIDefence configurations for clean and gray-box robust accuracy.
 
@@ -41,10 +41,12 @@ def sweep(data, labels, model, checkpoint, random_weights, grid_specs, samples, 
     from ..evaluation.plan import RunConfig
     from ..evaluation.sweep import parse_grid, sweep_points
 
+    if len(models) > 1:
+        raise CommandFailed("a sweep tunes CIIDefence for one classifier: give one --model", exit_code=2)
     points = sweep_points(config, parse_grid(grid_specs or DEFAULT_GRID), samples, seed)
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
-        model=model, checkpoint=checkpoint, random_weights=random_weights,
+        model=models[0], checkpoint=checkpoint, random_weights=random_weights,
         defences=("none", *split_names(rivals)), ciid=config.to_dict(), attacks=split_names(attacks),
         eps=tuple(parse_eps(e) for e in split_names(eps_text)), limit=limit, batch_size=batch_size, seed=seed,
         sanity=False, sweep=tuple(points), max_pixels=max_pixels,

@@ -133,7 +133,9 @@ class RunConfig:
     and its ablations start from the configuration ``ciid``. ``eot_samples``
     applies to BPDA attacks on randomised defences (for the others every
     sample is the same). ``sweep`` holds further CIIDefence configurations,
-    each scored as a defence named ``ciid`` with its own hash.
+    each scored as a defence named ``ciid`` with its own hash. ``model`` is
+    the classifier; ``extra_models`` are further ones evaluated with the same
+    plan into the same run folder (one table each; :attr:`models` lists all).
     """
 
     data: str
@@ -161,8 +163,13 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     protocol: str = "all"
     convergence: bool = False
+    extra_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.extra_models:
+            raise ConfigError("--checkpoint names the weights of one model: give one --model with it")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"a model is named twice: {', '.join(self.models)}")
         for name in self.defences:
             defence_spec(name)
         for point in self.sweep:
@@ -203,6 +210,10 @@ class RunConfig:
             if key not in previous and key in defaults and json.loads(json.dumps(defaults[key])) == value:
                 previous[key] = value
         return previous == current
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *self.extra_models)
 
     @property
     def ciid_config(self) -> CIIDefenceConfig:

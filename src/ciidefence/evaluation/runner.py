@@ -95,14 +95,16 @@ class Evaluation:
     device : torch.device
     progress : callable, optional
         ``progress(total_units) -> bar`` with ``update(n)``, ``set_postfix_str(text)`` and ``close()``.
+    model : str, optional
+        Which of ``config.models`` this evaluation runs (default: the first).
     """
 
     def __init__(self, config: RunConfig, device: torch.device,
-                 progress: Callable[[int], ProgressBar] | None = None) -> None:
+                 progress: Callable[[int], ProgressBar] | None = None, model: str | None = None) -> None:
         self.config = config
         self.device = device
         self.progress = progress
-        self.classifier: Classifier = load_classifier(config.model, config.checkpoint,
+        self.classifier: Classifier = load_classifier(model or config.model, config.checkpoint,
                                                       config.random_weights).to(device)
         self.images = load_dataset(config.data, config.labels, num_classes=1000)[: config.limit]
         self.undefended = build_defence("none", self.classifier)
@@ -147,7 +149,7 @@ class Evaluation:
 
     def pending(self, store: ResultStore) -> list[Unit]:
         """The units not yet fully written to ``store``."""
-        done = store.done()
+        done = store.done(self.classifier.name)
         return [
             (experiment, index, batch) for experiment, index, batch in self.units()
             if any((item.key, defence.digest, experiment.digest) not in done
@@ -299,18 +301,21 @@ class Evaluation:
             error if isinstance(error, str) else None, experiment.budget, nl2, experiment.eot,
         )
 
-    def run(self, store: ResultStore) -> None:
-        """Run every pending unit, writing each unit's rows in one transaction."""
+    def run(self, store: ResultStore, units_total: int | None = None) -> None:
+        """Run every pending unit, writing each unit's rows in one transaction.
+
+        ``units_total`` is the whole run's (every model's) count, for reports; default: this model's.
+        """
         work = self.pending(store)
         bar = self.progress(len(work)) if self.progress else None
         try:
             store.set_meta("images", str(len(self.images)))
             store.set_meta("invalid_defences", json.dumps(self.invalid, sort_keys=True))
-            store.set_meta("units_total", str(len(self.units())))
+            store.set_meta("units_total", str(units_total or len(self.units())))
             for experiment, index, batch in work:
                 if bar is not None:
-                    bar.set_postfix_str(experiment.describe())
-                store.write(self.run_unit(experiment, batch), unit=(experiment.digest, index))
+                    bar.set_postfix_str(f"{self.classifier.name}: {experiment.describe()}")
+                store.write(self.run_unit(experiment, batch), unit=(self.classifier.name, experiment.digest, index))
                 if bar is not None:
                     bar.update(1)
         finally:

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 SCHEMA = RESULTS_SCHEMA + """
-CREATE TABLE IF NOT EXISTS units (experiment TEXT NOT NULL, batch INTEGER NOT NULL, PRIMARY KEY (experiment, batch));
+CREATE TABLE IF NOT EXISTS units (model TEXT NOT NULL, experiment TEXT NOT NULL, batch INTEGER NOT NULL,
+                                  PRIMARY KEY (model, experiment, batch));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -139,8 +140,8 @@ class ResultStore:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def write(self, rows: list[ResultRow], unit: tuple[str, int] | None = None) -> None:
-        """Insert rows, and mark ``unit`` (experiment digest, batch index) finished, in one transaction:
+    def write(self, rows: list[ResultRow], unit: tuple[str, str, int] | None = None) -> None:
+        """Insert rows, and mark ``unit`` (model, experiment digest, batch index) finished, in one transaction:
         all of it, or nothing if the process dies."""
         placeholders = ", ".join("?" for _ in COLUMNS)
         with self.connection:
@@ -149,15 +150,16 @@ class ResultStore:
                 [tuple(asdict(row).values()) for row in rows],
             )
             if unit is not None:
-                self.connection.execute("INSERT OR REPLACE INTO units (experiment, batch) VALUES (?, ?)", unit)
+                self.connection.execute("INSERT OR REPLACE INTO units (model, experiment, batch) VALUES (?, ?, ?)",
+                                        unit)
 
     def units_done(self) -> int:
         """How many units (experiment x batch) are finished."""
         return self.connection.execute("SELECT COUNT(*) FROM units").fetchone()[0]
 
-    def done(self) -> set[tuple[str, str, str]]:
-        """``(image, defence_hash, experiment)`` of every row written."""
-        cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results")
+    def done(self, model: str) -> set[tuple[str, str, str]]:
+        """``(image, defence_hash, experiment)`` of every row written for ``model``."""
+        cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results WHERE model=?", (model,))
         return set(cursor)
 
     def get_meta(self, key: str) -> str | None:

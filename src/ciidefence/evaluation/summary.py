@@ -280,9 +280,9 @@ def convergence(table: list[Cell]) -> list[Convergence]:
     groups: dict[tuple, list[Cell]] = defaultdict(list)
     for c in table:
         if c.threat == "bpda" and c.purpose in ("main", "convergence"):
-            groups[(c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)].append(c)
+            groups[(c.model, c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)].append(c)
     found = []
-    for (defence, _, approximation, attack, eps_label), members in groups.items():
+    for (_, defence, _, approximation, attack, eps_label), members in groups.items():
         main = next((c for c in members if c.purpose == "main"), None)
         if main is None or not any(c.purpose == "convergence" for c in members):
             continue
@@ -347,19 +347,21 @@ def _short(cell: Cell, total: int | None) -> bool:
     return total is not None and cell.images + cell.errors < total
 
 
-def markdown(table: list[Cell], checks: list[Check], run: Run) -> str:
+def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None = None) -> str:
+    """The summary of one model's table (``model``: its name, when the run has several)."""
     config = run.config
-    lines = ["# Evaluation summary", ""]
+    rows = [r for r in run.rows if model is None or r["model"] == model]
+    lines = [f"# Evaluation summary{f': {model}' if model else ''}", ""]
     lines += _progress_line(run, table)
     if config and config.get("protocol", "all") == "paper":
-        images = {r["image"] for r in run.rows if r["error"] is None and r["attack"] == "clean"}
-        right = {r["image"] for r in run.rows if r["error"] is None and r["attack"] == "clean"
+        images = {r["image"] for r in rows if r["error"] is None and r["attack"] == "clean"}
+        right = {r["image"] for r in rows if r["error"] is None and r["attack"] == "clean"
                  and r["pred_clean"] == r["label"]}
         lines += [f"**Paper protocol**: only the {len(right)} of {len(images)} images the undefended model "
                   "classifies correctly are attacked and scored (as in Pixel Deflection and CIIDefence); "
                   "accuracy is the share of them each defence keeps.", ""]
     if config:
-        lines += [f"Model `{config['model']}`, data `{config['data']}`"
+        lines += [f"Model `{model or config['model']}`, data `{config['data']}`"
                   + (f" (first {config['limit']} images)" if config.get("limit") else "")
                   + f", seed {config['seed']}, batch size {config['batch_size']}, EOT samples {config['eot_samples']}.",
                   f"CIIDefence config: `{canonical_json(config['ciid'])}`.", ""]
@@ -552,15 +554,39 @@ def plot(table: list[Cell], path: Path) -> None:
     figure.savefig(path, dpi=130, bbox_inches="tight")
 
 
+def models_of(run: Run) -> list[str]:
+    """The run's classifiers, in plan order (one table each)."""
+    planned = [run.config["model"], *run.config.get("extra_models", [])] if run.config else []
+    found = list(dict.fromkeys(row["model"] for row in run.rows))
+    return [m for m in planned if m in found] + [m for m in found if m not in planned]
+
+
 def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Rebuild summary.md, summary.csv, summary.json and the two plots from the database."""
+    """Rebuild summary.md, summary.csv, summary.json and the plots from the database.
+
+    A run of several classifiers gets a section of summary.md and its own
+    plots (``accuracy_vs_eps_<model>.png``, ...) per classifier.
+    """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     table = cells(run.rows, _protocol(run))
+    models = models_of(run)
     checks = sanity_checks(table, run.config, run.complete)
-    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_eps.png",
-                                                "accuracy_table.png")}
-    paths["summary.md"].write_text(markdown(table, checks, run))
+    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json")}
+    if len(models) > 1:
+        tables = {model: [c for c in table if c.model == model] for model in models}
+        checks_by_model = {model: sanity_checks(t, run.config, run.complete) for model, t in tables.items()}
+        paths["summary.md"].write_text("\n".join(markdown(tables[m], checks_by_model[m], run, m) for m in models))
+        checks = [check for found in checks_by_model.values() for check in found]
+        for model, own in tables.items():
+            for stem, draw in (("accuracy_vs_eps", plot), ("accuracy_table", plot_table)):
+                paths[f"{stem}_{model}.png"] = run_dir / f"{stem}_{model}.png"
+                draw(own, paths[f"{stem}_{model}.png"])
+    else:
+        paths["summary.md"].write_text(markdown(table, checks, run))
+        for stem, draw in (("accuracy_vs_eps", plot), ("accuracy_table", plot_table)):
+            paths[f"{stem}.png"] = run_dir / f"{stem}.png"
+            draw(table, paths[f"{stem}.png"])
     with open(paths["summary.csv"], "w", newline="") as handle:
         fields = list(Cell.__dataclass_fields__)
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -576,8 +602,6 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "sanity_checks": [asdict(c) for c in checks],
         "convergence": [{**asdict(c), "converged": c.converged} for c in convergence(table)],
     }, indent=2))
-    plot(table, paths["accuracy_vs_eps.png"])
-    plot_table(table, paths["accuracy_table.png"])
     checks_of_convergence = convergence(table)
     if checks_of_convergence:
         paths["convergence.png"] = run_dir / "convergence.png"
@@ -594,9 +618,13 @@ def glance_text(run_dir: str | Path) -> str:
     run = read_run(run_dir)
     table = cells(run.rows, _protocol(run))
     lines = _progress_line(run, table)
-    lines += [f"sanity: {c.status:7s} {c.name}" + (f" ({c.detail})" if c.detail and c.status != "PASS" else "")
-              for c in sanity_checks(table, run.config, run.complete)]
-    return "\n".join([*lines, "", *at_a_glance(table, run.images)]) + "\n"
+    for model in models_of(run):
+        own = [c for c in table if c.model == model]
+        lines += [f"## {model}", ""] if len(models_of(run)) > 1 else []
+        lines += [f"sanity: {c.status:7s} {c.name}" + (f" ({c.detail})" if c.detail and c.status != "PASS" else "")
+                  for c in sanity_checks(own, run.config, run.complete)]
+        lines += ["", *at_a_glance(own, run.images, convergence(own)), ""]
+    return "\n".join(lines) + "\n"
 
 
 __all__ = ["Cell", "Check", "at_a_glance", "cells", "format_eps", "glance_text", "sanity_checks", "wilson_interval",
