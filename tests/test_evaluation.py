@@ -398,16 +398,18 @@ def test_normalised_l2_budgets_size_each_images_perturbation_by_its_own_norm(dat
 
 
 def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
-    from ciidefence.evaluation.store import SCHEMA, read_run
+    from ciidefence.evaluation.store import ADDED_COLUMNS, SCHEMA, read_run
 
-    old = SCHEMA.replace("    budget           TEXT    NOT NULL DEFAULT 'absolute',\n", "").replace(
-        "    nl2              REAL,\n", "").replace("    eot              INTEGER NOT NULL DEFAULT 1,\n", "")
+    old = SCHEMA
+    for name, definition in ADDED_COLUMNS.items():
+        old = old.replace(f"    {name} {definition},\n", "")
+    assert "nl2" not in old
     with sqlite3.connect(tmp_path / "results.sqlite") as connection:
         connection.executescript(old)
         connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'h', 'e', 'main', 'clean', "
                            "'{}', NULL, '-', 'clean', NULL, NULL, 1, 1, 1, 1, 0, 0, 0.5, 0, NULL)")
     (row,) = read_run(tmp_path).rows
-    assert row["budget"] == "absolute" and row["nl2"] is None and row["eot"] == 1
+    assert row["budget"] == "absolute" and row["nl2"] is None and row["eot"] == 1 and row["source"] is None
 
 
 def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
@@ -476,3 +478,21 @@ def test_a_list_of_models_writes_one_table_per_model_in_one_run_folder(data_dir,
     assert again.returncode == 0  # nothing left to do: each model's units are its own
     bad = evaluate(data_dir, tmp_path / "bad", "--model", "efficientnet_lite0,alexnet", check=False)
     assert bad.returncode == 2 and "unknown model alexnet" in bad.stderr
+
+
+def test_transfer_attacks_are_made_on_the_source_and_scored_on_the_evaluated_model(data_dir, tmp_path):
+    out = tmp_path / "run"
+    evaluate(data_dir, out, "--limit", "2", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity",
+             "--defences", "none,jpeg", "--threat", "graybox,transfer", "--transfer-from", "efficientnet_lite2")
+    with sqlite3.connect(out / "results.sqlite") as connection:
+        rows = connection.execute("SELECT threat, source, model, l2 FROM results WHERE attack='fgsm' "
+                                  "AND defence='none' ORDER BY threat, image").fetchall()
+    graybox = [r for r in rows if r[0] == "graybox"]
+    transfer = [r for r in rows if r[0] == "transfer"]
+    assert len(graybox) == len(transfer) == 2
+    assert all(r[1] == "efficientnet_lite2" and r[2] == "efficientnet_lite0" for r in transfer)
+    assert [r[3] for r in transfer] != [r[3] for r in graybox]  # another model's gradients
+    glance = (out / "summary.md").read_text().split("## At a glance")[1]
+    assert "transfer-from-efficientnet_lite2" in glance
+    bad = evaluate(data_dir, tmp_path / "bad", "--threat", "transfer", check=False)
+    assert bad.returncode == 2 and "--transfer-from" in bad.stderr

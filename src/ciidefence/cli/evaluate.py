@@ -73,7 +73,8 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--eps-nl2", "eps_nl2_text", default="", show_default=True,
               help="Normalised L2 budgets for the L2 attacks, e.g. 0.02,0.03,0.05: each image's L2 radius is "
                    "that fraction of its own L2 norm (the papers' convention).")
-@click.option("--threat", "threat_text", default="graybox", show_default=True, help="graybox, bpda or both.")
+@click.option("--threat", "threat_text", default="graybox", show_default=True,
+              help="Comma-separated: graybox, bpda, transfer (with --transfer-from).")
 @click.option("--bpda-approx", "approx_text", default=",".join(APPROXIMATIONS), show_default=True,
               help="BPDA backward approximations.")
 @click.option("--bpda-attacks", "bpda_attacks_text", default=None,
@@ -82,6 +83,9 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Budgets to run under BPDA [default: all of --eps / --eps-l2].")
 @click.option("--eot", "eot_samples", type=click.IntRange(1), default=1, show_default=True,
               help="Gradient samples averaged per BPDA attack step (EOT), for randomised defences.")
+@click.option("--transfer-from", "transfer_text", default="",
+              help="With --threat transfer: classifiers the attacks are made on (comma-separated); every defence of "
+                   "--model is scored on their adversarial images (the black-box number).")
 @click.option("--convergence", is_flag=True,
               help="Check that every BPDA attack converged: rerun it with 10, 20 and 50 steps and, on randomised "
                    "defences, with 1, 5 and 20 EOT samples; the summary flags attacks still gaining at the last "
@@ -107,10 +111,9 @@ def evaluate(context, preset, **options) -> None:
 
 
 def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
-              threat_text,
-              approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, convergence, attack_param, limit, batch_size,
-              run_dir,
-              resume, dry_run, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
+              threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, transfer_text, convergence,
+              attack_param, limit, batch_size, run_dir, resume, dry_run, no_sanity, protocol, device, threads, seed,
+              max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
     run_config = RunConfig(
@@ -126,7 +129,7 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
         eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
-        protocol=protocol, convergence=convergence,
+        protocol=protocol, convergence=convergence, transfer_from=split_names(transfer_text),
     )
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate")
 

@@ -14,8 +14,9 @@ from ..defences.registry import defence_digest, defence_params, defence_spec
 from ..errors import ConfigError
 from ..images import DEFAULT_MAX_PIXELS
 
-THREATS = ("graybox", "bpda")
-"""Threat models a user chooses; the unattacked experiment has threat ``"clean"``."""
+THREATS = ("graybox", "bpda", "transfer")
+"""Threat models a user chooses; the unattacked experiment has threat ``"clean"``. ``transfer`` needs a source model
+(``RunConfig.transfer_from``)."""
 PURPOSES = ("main", "sanity", "sweep", "convergence")
 """Why an experiment runs: the table asked for, the sanity checks, a parameter sweep, or the convergence check of a
 BPDA attack (the same attack with other step and EOT counts)."""
@@ -28,6 +29,15 @@ classifier gets right."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
+
+
+def threat_label(threat: str, approximation: str | None, source: str | None) -> str:
+    """How tables name a threat: ``bpda-<approximation>``, ``transfer-from-<source>``, or the threat itself."""
+    if threat == "bpda":
+        return f"bpda-{approximation}"
+    if threat == "transfer":
+        return f"transfer-from-{source}"
+    return threat
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,11 @@ class Experiment:
         The budget; None for minimum-norm attacks and the clean experiment.
     threat : str
         ``"clean"``, ``"graybox"`` (the attacker attacks the bare classifier;
-        every defence is scored on the result) or ``"bpda"`` (the attacker
+        every defence is scored on the result), ``"bpda"`` (the attacker
         attacks ``target`` itself, with the real defence forward and
-        ``approximation`` backward).
+        ``approximation`` backward) or ``"transfer"`` (the attacker attacks
+        another bare classifier, ``source``; every defence of the evaluated
+        classifier is scored on the result: the black-box number).
     approximation : str or None
         BPDA's backward approximation.
     target : str or None
@@ -59,6 +71,8 @@ class Experiment:
         ``eps`` times its own L2 norm, the paper's convention).
     eot : int
         Gradient samples averaged per attack step (EOT; BPDA on randomised defences).
+    source : str or None
+        The classifier a transfer attack is made on.
     """
 
     attack: str
@@ -70,8 +84,11 @@ class Experiment:
     purpose: str = "main"
     budget: str = "absolute"
     eot: int = 1
+    source: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.threat == "transfer") != (self.source is not None):
+            raise ConfigError("a transfer experiment, and only one, names its source model")
         if self.eot < 1:
             raise ConfigError(f"EOT samples must be positive, got {self.eot}")
         if self.budget not in BUDGETS:
@@ -93,6 +110,8 @@ class Experiment:
             found["budget"] = self.budget
         if self.eot != 1:
             found["eot"] = self.eot
+        if self.source is not None:
+            found["source"] = self.source
         return found
 
     @property
@@ -111,8 +130,8 @@ class Experiment:
 
     @property
     def threat_label(self) -> str:
-        """``"graybox"``, ``"clean"``, or ``"bpda-<approximation>"`` for tables."""
-        return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
+        """``"graybox"``, ``"clean"``, ``"bpda-<approximation>"`` or ``"transfer-from-<source>"`` for tables."""
+        return threat_label(self.threat, self.approximation, self.source)
 
     def describe(self) -> str:
         if self.threat == "clean":
@@ -164,12 +183,16 @@ class RunConfig:
     protocol: str = "all"
     convergence: bool = False
     extra_models: tuple[str, ...] = ()
+    transfer_from: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.extra_models:
             raise ConfigError("--checkpoint names the weights of one model: give one --model with it")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"a model is named twice: {', '.join(self.models)}")
+        if ("transfer" in self.threats) != bool(self.transfer_from):
+            raise ConfigError("the transfer threat needs --transfer-from (the model the attacks are made on), "
+                              "and --transfer-from needs --threat transfer")
         for name in self.defences:
             defence_spec(name)
         for point in self.sweep:
@@ -270,6 +293,9 @@ class RunConfig:
             for eps, budget in budgets:
                 if "graybox" in self.threats:
                     found.append(Experiment(name, params, eps, "graybox", purpose=purpose, budget=budget))
+                if "transfer" in self.threats:
+                    found += [Experiment(name, params, eps, "transfer", purpose=purpose, budget=budget, source=source)
+                              for source in self.transfer_from]
                 if ("bpda" in self.threats and (self.bpda_attacks is None or name in self.bpda_attacks)
                         and (self.bpda_eps is None or eps is None or eps in self.bpda_eps)):
                     for defence in self.defences:

@@ -118,6 +118,9 @@ class Evaluation:
                 self.defences[label] = build_defence(name, self.classifier, params=params)
             except ConfigError as error:
                 self.invalid[label] = str(error)
+        self.sources: dict[str, Classifier] = {  # the classifiers transfer attacks are made on
+            name: load_classifier(name).to(device) for name in config.transfer_from
+        }
         self.experiments = config.experiments()
         self.clean = config.clean_experiment()
         self._views: dict[str, torch.Tensor | str] = {}
@@ -181,15 +184,16 @@ class Evaluation:
         return self._views[item.key]
 
     def _estimator(self, experiment: Experiment) -> tuple[object, ARTPreprocessor | None]:
-        key = (experiment.target, experiment.approximation, experiment.eot)
+        key = (experiment.target, experiment.approximation, experiment.eot, experiment.source)
         if key not in self._estimators:
             preprocessor, eot_samples = None, 1
+            attacked = self.sources[experiment.source] if experiment.source is not None else self.classifier
             if experiment.target is not None and experiment.approximation is not None:  # BPDA
                 defence = self.defences[experiment.target]
                 preprocessor = ARTPreprocessor(defence.module, experiment.approximation,
                                                "gpu" if self.device.type == "cuda" else "cpu")
                 eot_samples = experiment.eot
-            estimator = art_estimator(self.classifier, [preprocessor] if preprocessor else None, eot_samples)
+            estimator = art_estimator(attacked, [preprocessor] if preprocessor else None, eot_samples)
             self._estimators[key] = (estimator, preprocessor)
         return self._estimators[key]
 
@@ -298,7 +302,7 @@ class Evaluation:
             experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
             experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
             pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
-            error if isinstance(error, str) else None, experiment.budget, nl2, experiment.eot,
+            error if isinstance(error, str) else None, experiment.budget, nl2, experiment.eot, experiment.source,
         )
 
     def run(self, store: ResultStore, units_total: int | None = None) -> None:

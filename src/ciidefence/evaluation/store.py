@@ -19,7 +19,7 @@ from types import TracebackType
 
 from .lock import RunLock
 
-RESULTS_SCHEMA = """
+_RESULTS_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS results (
     image            TEXT    NOT NULL,
     label            INTEGER NOT NULL,
@@ -45,12 +45,19 @@ CREATE TABLE IF NOT EXISTS results (
     seconds          REAL    NOT NULL,
     defence_ms       REAL    NOT NULL,
     error            TEXT,
-    budget           TEXT    NOT NULL DEFAULT 'absolute',
-    nl2              REAL,
-    eot              INTEGER NOT NULL DEFAULT 1,
+    {added}
     UNIQUE (image, model, defence_hash, experiment)
 );
 """
+ADDED_COLUMNS = {
+    "budget": "TEXT NOT NULL DEFAULT 'absolute'",
+    "nl2": "REAL",
+    "eot": "INTEGER NOT NULL DEFAULT 1",
+    "source": "TEXT",
+}
+"""Columns added after the identities of 0.2, each with a default that describes the rows written before it."""
+RESULTS_SCHEMA = _RESULTS_TEMPLATE.replace(
+    "{added}", "\n    ".join(f"{name} {definition}," for name, definition in ADDED_COLUMNS.items()))
 SCHEMA = RESULTS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS units (model TEXT NOT NULL, experiment TEXT NOT NULL, batch INTEGER NOT NULL,
                                   PRIMARY KEY (model, experiment, batch));
@@ -76,7 +83,8 @@ class ResultRow:
     ``budget`` says how ``eps`` is meant (``"absolute"`` or ``"nl2"``, see
     :class:`~ciidefence.evaluation.plan.Experiment`); ``nl2`` is the
     perturbation's L2 norm over the clean image's (None in rows of 0.2);
-    ``eot`` the gradient samples the attack averaged per step.
+    ``eot`` the gradient samples the attack averaged per step; ``source``
+    the classifier a transfer attack was made on.
     """
 
     image: str
@@ -106,6 +114,7 @@ class ResultRow:
     budget: str = "absolute"
     nl2: float | None = None
     eot: int = 1
+    source: str | None = None
 
 
 COLUMNS = list(ResultRow.__dataclass_fields__)
@@ -126,11 +135,11 @@ class ResultStore:
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
         if columns and "experiment" not in columns:
             _migrate(self.connection)
-        elif columns and "budget" not in columns:  # written by 0.2: three columns added since
+        elif columns:
             with self.connection:
-                self.connection.execute("ALTER TABLE results ADD COLUMN budget TEXT NOT NULL DEFAULT 'absolute'")
-                self.connection.execute("ALTER TABLE results ADD COLUMN nl2 REAL")
-                self.connection.execute("ALTER TABLE results ADD COLUMN eot INTEGER NOT NULL DEFAULT 1")
+                for name, definition in ADDED_COLUMNS.items():
+                    if name not in columns:
+                        self.connection.execute(f"ALTER TABLE results ADD COLUMN {name} {definition}")
         self.connection.executescript(SCHEMA)
 
     def __enter__(self) -> ResultStore:

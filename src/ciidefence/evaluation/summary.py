@@ -14,7 +14,7 @@ from typing import Any
 
 from ..attacks import ATTACKS, format_eps
 from ..defences.registry import DEFENCES
-from .plan import SANITY_EPS, UNBOUNDED_EPS
+from .plan import SANITY_EPS, UNBOUNDED_EPS, threat_label
 from .store import Run, canonical_json, read_run
 
 
@@ -65,6 +65,7 @@ class Cell:
     median_nl2: float = math.nan
     budget: str = "absolute"
     eot: int = 1
+    source: str | None = None
 
     @property
     def steps(self) -> int:
@@ -82,7 +83,7 @@ class Cell:
 
     @property
     def threat_label(self) -> str:
-        return f"bpda-{self.approximation}" if self.threat == "bpda" else self.threat
+        return threat_label(self.threat, self.approximation, self.source)
 
 
 def _median(values: list[float]) -> float:
@@ -126,6 +127,7 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
             _median([r["nl2"] for r in scored if r.get("nl2") is not None]),
             next((r.get("budget", "absolute") for r in members), "absolute"),
             next((r.get("eot", 1) for r in members), 1),
+            next((r.get("source") for r in members), None),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
