@@ -13,7 +13,7 @@ from ..defences.bpda import APPROXIMATIONS
 from ..defences.registry import ABLATIONS, DEFENCES, RIVALS
 from ..errors import ConfigError
 from ..evaluation.plan import PROTOCOLS
-from .options import defence_options, run_options, split_names
+from .options import defence_options, parse_shard, run_options, split_names
 from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
 
 if TYPE_CHECKING:
@@ -112,8 +112,8 @@ def evaluate(context, preset, **options) -> None:
 
 def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
               threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, transfer_text, convergence,
-              attack_param, limit, batch_size, run_dir, resume, dry_run, no_sanity, protocol, device, threads, seed,
-              max_pixels, config) -> None:
+              attack_param, limit, batch_size, run_dir, resume, dry_run, shard_text, ray_address, workers,
+              threads_per_worker, ship_data, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
     run_config = RunConfig(
@@ -130,13 +130,31 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         eot_samples=eot_samples,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
         protocol=protocol, convergence=convergence, transfer_from=split_names(transfer_text),
+        shard=parse_shard(shard_text),
     )
-    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate")
+    cluster = cluster_options(ray_address, workers, threads_per_worker, ship_data)
+    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate", cluster=cluster)
+
+
+def cluster_options(address: str | None, workers: int | None, threads_per_worker: int, ship_data: bool):
+    """The --ray options, or None to run here; refuses Ray-only options without --ray."""
+    if address is None:
+        if workers is not None or ship_data:
+            raise CommandFailed("--workers and --ship-data need --ray", exit_code=2)
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CommandFailed("--ray needs Ray: pip install 'ciidefence[ray]'", exit_code=2) from None
+    from ..evaluation.cluster import ClusterOptions
+
+    return ClusterOptions(address, workers, threads_per_worker, ship_data)
 
 
 def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool, device: str,
-                threads: int | None, report: str) -> None:
-    """Check everything, then (unless a dry run) open the run folder, run, and report. Shared by evaluate and sweep."""
+                threads: int | None, report: str, cluster=None) -> None:
+    """Check everything, then (unless a dry run) open the run folder, run (here, or on Ray with ``cluster``),
+    and report. Shared by evaluate and sweep."""
     from ..evaluation.runner import Evaluation, open_run, tqdm_progress
 
     set_threads(threads)
@@ -146,12 +164,17 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
                    for model in run_config.models]
     if dry_run:
         for evaluation in evaluations:
-            _dry_run(evaluation)
+            _dry_run(evaluation, cluster)
         return
     with open_run(run_dir, run_config, resume) as store:
-        total = sum(len(evaluation.units()) for evaluation in evaluations)
-        for evaluation in evaluations:
-            evaluation.run(store, total)
+        if cluster is not None:
+            from ..evaluation.cluster import run_on_ray
+
+            run_on_ray(evaluations, store, cluster, str(torch_device), progress=tqdm_progress)
+        else:
+            total = sum(len(evaluation.units()) for evaluation in evaluations)
+            for evaluation in evaluations:
+                evaluation.run(store, total)
     if report == "evaluate":
         from ..evaluation.summary import glance_text, write_report
 
@@ -166,8 +189,13 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
         warn(f"results in {Path(run_dir) / 'results.sqlite'}; plot in {paths['pareto.png']}")
 
 
-def _dry_run(evaluation) -> None:
-    """Print the experiments, their gradient evaluations, and a time estimate from a short measurement."""
+def _dry_run(evaluation, cluster=None) -> None:
+    """Print the experiments, their gradient evaluations, and a time estimate from a short measurement.
+
+    With ``cluster`` (``--ray``), also the units, the core-hours and the wall
+    time on the cluster's CPUs and on ``--workers`` actors, assuming the
+    measured per-image costs scale with cores.
+    """
     import torch
 
     images = len(evaluation.images)
@@ -208,6 +236,19 @@ def _dry_run(evaluation) -> None:
                    f"~{_duration(seconds):>8s}")
     click.echo(f"estimated total: {_duration(total)} (within about 10% on a 2-core CPU; attack costs vary with "
                f"how fast images fall)")
+    if cluster is not None:
+        from ..evaluation.cluster import cluster_cpus, connect
+
+        threads = torch.get_num_threads()
+        core_seconds = total * threads
+        connect(cluster.address)
+        cpus = cluster_cpus()
+        workers = cluster.workers or max(1, cpus // cluster.threads_per_worker)
+        used = min(cpus, workers * cluster.threads_per_worker)
+        click.echo(f"ray: {len(evaluation.units())} units of up to {evaluation.config.batch_size} images; "
+                   f"{core_seconds / 3600:.2f} core-hours (measured with {threads} threads here); "
+                   f"about {_duration(core_seconds / cpus)} on the cluster's {cpus} CPUs, "
+                   f"{_duration(core_seconds / used)} with {workers} workers x {cluster.threads_per_worker} threads")
 
 
 def _duration(seconds: float) -> str:

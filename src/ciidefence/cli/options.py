@@ -118,8 +118,35 @@ _RUN_OPTIONS = [
                  help="Run folder (created; never overwritten)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),
     click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost, write nothing."),
+    click.option("--shard", "shard_text", default=None, metavar="I/N",
+                 help="Evaluate every N-th image from the I-th (0-based) of the selected ones: the same images on "
+                      "every machine."),
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Run the units on Ray: alone, start or join Ray on this machine; 'auto' joins the running "
+                      "cluster; or a cluster address. Needs pip install 'ciidefence[ray]'."),
+    click.option("--workers", type=click.IntRange(1), default=None,
+                 help="With --ray: actors [default: one per --threads-per-worker CPUs of the cluster]."),
+    click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
+                 help="With --ray: torch threads (and Ray CPUs) per actor."),
+    click.option("--ship-data", is_flag=True,
+                 help="With --ray: the driver reads the images and ships them to the workers (for workers that do "
+                      "not see --data)."),
     *_COMMON_OPTIONS[3:],
 ]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/8"`` to ``(2, 8)``."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise CommandFailed(f"--shard {text!r}: expected I/N, e.g. 0/4", exit_code=2) from None
+    if not 0 <= shard[0] < shard[1]:
+        raise CommandFailed(f"--shard {text!r}: needs 0 <= I < N", exit_code=2)
+    return shard
 
 
 def run_options(command):

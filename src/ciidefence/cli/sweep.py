@@ -8,8 +8,8 @@ import click
 
 from ..attacks import parse_eps
 from ..defences.registry import RIVALS
-from .evaluate import execute_run
-from .options import defence_options, run_options, split_names
+from .evaluate import cluster_options, execute_run
+from .options import defence_options, parse_shard, run_options, split_names
 from .session import CommandFailed, report_errors, warn
 
 DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")  # the grid of docs/RESULTS.md
@@ -28,7 +28,8 @@ DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8
 @defence_options
 @report_errors
 def sweep(data, labels, models, checkpoint, random_weights, grid_specs, samples, rivals, attacks, eps_text, limit,
-          batch_size, run_dir, resume, dry_run, device, threads, seed, max_pixels, config) -> None:
+          batch_size, run_dir, resume, dry_run, shard_text, ray_address, workers, threads_per_worker, ship_data, device,
+          threads, seed, max_pixels, config) -> None:
     """Score CIIDefence configurations for clean and gray-box robust accuracy.
 
     Every point starts from the --top-k ... options with the --grid values.
@@ -49,7 +50,8 @@ def sweep(data, labels, models, checkpoint, random_weights, grid_specs, samples,
         model=models[0], checkpoint=checkpoint, random_weights=random_weights,
         defences=("none", *split_names(rivals)), ciid=config.to_dict(), attacks=split_names(attacks),
         eps=tuple(parse_eps(e) for e in split_names(eps_text)), limit=limit, batch_size=batch_size, seed=seed,
-        sanity=False, sweep=tuple(points), max_pixels=max_pixels,
+        sanity=False, sweep=tuple(points), max_pixels=max_pixels, shard=parse_shard(shard_text),
     )
     warn(f"sweep: {len(points)} CIIDefence points and {len(run_config.defences) - 1} other defences")
-    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="sweep")
+    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="sweep",
+                cluster=cluster_options(ray_address, workers, threads_per_worker, ship_data))

@@ -184,12 +184,15 @@ class RunConfig:
     convergence: bool = False
     extra_models: tuple[str, ...] = ()
     transfer_from: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.extra_models:
             raise ConfigError("--checkpoint names the weights of one model: give one --model with it")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"a model is named twice: {', '.join(self.models)}")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ConfigError(f"--shard I/N needs 0 <= I < N, got {self.shard[0]}/{self.shard[1]}")
         if ("transfer" in self.threats) != bool(self.transfer_from):
             raise ConfigError("the transfer threat needs --transfer-from (the model the attacks are made on), "
                               "and --transfer-from needs --threat transfer")
@@ -275,6 +278,17 @@ class RunConfig:
             variants += [dataclasses.replace(experiment, eot=eot, purpose="convergence") for eot in CONVERGENCE_EOT]
         own = dataclasses.replace(experiment, purpose="convergence")
         return [variant for variant in variants if variant != own]
+
+    def select(self, images: list) -> list:
+        """The images this run evaluates: the first ``limit`` of the sorted data, then every N-th from I (``shard``).
+
+        The same data and options pick the same images on every machine.
+        """
+        chosen = images[: self.limit]
+        if self.shard is not None:
+            index, count = self.shard
+            chosen = chosen[index::count]
+        return chosen
 
     def budgets(self, norm: str) -> list[tuple[float, str]]:
         """(eps, budget kind) of a bounded attack in ``norm``: L-inf budgets, or absolute and normalised L2 ones."""

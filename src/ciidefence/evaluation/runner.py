@@ -106,7 +106,9 @@ class Evaluation:
         self.progress = progress
         self.classifier: Classifier = load_classifier(model or config.model, config.checkpoint,
                                                       config.random_weights).to(device)
-        self.images = load_dataset(config.data, config.labels, num_classes=1000)[: config.limit]
+        self.images = config.select(load_dataset(config.data, config.labels, num_classes=1000))
+        if not self.images:
+            raise ConfigError(f"{config.data}: no images left to evaluate after --limit and --shard")
         self.undefended = build_defence("none", self.classifier)
         self.defences: dict[str, Defence] = {
             label: build_defence(name, self.classifier, params=params)
@@ -175,13 +177,17 @@ class Evaluation:
     def view(self, item: LabelledImage) -> torch.Tensor | str:
         """The classifier's ``S x S`` view of an image (cached), or the error message if it cannot be read."""
         if item.key not in self._views:
-            try:
-                view_side = round(self.classifier.input_size / CROP_FRACTION)
-                image = load_image(item.path, self.config.max_pixels, view_side)
-                self._views[item.key] = self.classifier.prepare(image[None])[0]
-            except CIIDefenceError as error:
-                self._views[item.key] = str(error)
+            self._views[item.key] = self.read_view(item)
         return self._views[item.key]
+
+    def read_view(self, item: LabelledImage) -> torch.Tensor | str:
+        """:meth:`view`, read from the file every time (nothing is kept)."""
+        try:
+            view_side = round(self.classifier.input_size / CROP_FRACTION)
+            image = load_image(item.path, self.config.max_pixels, view_side)
+            return self.classifier.prepare(image[None])[0]
+        except CIIDefenceError as error:
+            return str(error)
 
     def _estimator(self, experiment: Experiment) -> tuple[object, ARTPreprocessor | None]:
         key = (experiment.target, experiment.approximation, experiment.eot, experiment.source)
@@ -252,8 +258,8 @@ class Evaluation:
         views = {item.key: self.view(item) for item in batch}
         tensors = {key: view for key, view in views.items() if isinstance(view, torch.Tensor)}
         readable = [item for item in batch if item.key in tensors]
-        rows = [self._row(item, defence, experiment, error=views[item.key])
-                for item in batch if item.key not in tensors for defence in defences]
+        rows = [row for item in batch if item.key not in tensors
+                for row in self.error_rows(experiment, [item], str(views[item.key]))]
         if not readable:
             return rows
         images = torch.stack([tensors[item.key] for item in readable]).to(self.device)
@@ -292,18 +298,37 @@ class Evaluation:
         ]
         return rows
 
+    def error_rows(self, experiment: Experiment, batch: list[LabelledImage], message: str) -> list[ResultRow]:
+        """Rows that record ``message`` for each image of ``batch`` and each defence ``experiment`` scores."""
+        return [self._row(item, defence, experiment, error=message)
+                for item in batch for defence in self.scored_defences(experiment)]
+
     def _row(self, item: LabelledImage, defence: Defence, experiment: Experiment,
              pred_clean: int = NO_PREDICTION, pred_clean_defended: int = NO_PREDICTION,
              pred_adv: int = NO_PREDICTION, pred_defended_adv: int = NO_PREDICTION, l2: float = 0.0,
              linf: float = 0.0, seconds: float = 0.0, defence_ms: float = 0.0,
-             error: str | torch.Tensor | None = None, nl2: float | None = None) -> ResultRow:
+             error: str | None = None, nl2: float | None = None) -> ResultRow:
         return ResultRow(
             item.key, item.label, self.classifier.name, defence.name, defence.params_json, defence.digest,
             experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
             experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
             pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
-            error if isinstance(error, str) else None, experiment.budget, nl2, experiment.eot, experiment.source,
+            error, experiment.budget, nl2, experiment.eot, experiment.source,
         )
+
+    def record_plan(self, store: ResultStore, units_total: int | None = None) -> None:
+        """Store the plan's size (images, units of the whole run) and the refused sweep points, for reports."""
+        store.set_meta("images", str(len(self.images)))
+        store.set_meta("invalid_defences", json.dumps(self.invalid, sort_keys=True))
+        store.set_meta("units_total", str(units_total or len(self.units())))
+
+    def shipped_views(self, batch: list[LabelledImage]) -> dict[str, torch.Tensor | str]:
+        """The classifier's views of a batch (or each error message), for workers that cannot read the data."""
+        return {item.key: self.read_view(item) for item in batch}
+
+    def add_views(self, views: dict[str, torch.Tensor | str]) -> None:
+        """Use these decoded views instead of reading the files (see :meth:`shipped_views`)."""
+        self._views.update(views)
 
     def run(self, store: ResultStore, units_total: int | None = None) -> None:
         """Run every pending unit, writing each unit's rows in one transaction.
@@ -313,9 +338,7 @@ class Evaluation:
         work = self.pending(store)
         bar = self.progress(len(work)) if self.progress else None
         try:
-            store.set_meta("images", str(len(self.images)))
-            store.set_meta("invalid_defences", json.dumps(self.invalid, sort_keys=True))
-            store.set_meta("units_total", str(units_total or len(self.units())))
+            self.record_plan(store, units_total)
             for experiment, index, batch in work:
                 if bar is not None:
                     bar.set_postfix_str(f"{self.classifier.name}: {experiment.describe()}")

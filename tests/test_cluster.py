@@ -1,0 +1,154 @@
+"""Evaluation on a local Ray cluster: the same rows as a local run, and nothing lost when processes die."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from ciidefence.evaluation import Evaluation, ResultStore
+from ciidefence.evaluation.cluster import ClusterOptions, run_on_ray
+from conftest import BUNDLED_SAMPLE
+from test_evaluation import data_dir, evaluate, evaluate_killed_after, table_rows  # noqa: F401  (the fixture)
+from test_identity import rows_of, small_config
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local cluster of 2 CPUs for the module's tests (each start costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def local_rows(config, path):
+    """The rows of a local run with one torch thread, as each worker has: oneDNN's sums (and so the attacks'
+    last digits) depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ResultStore(path) as store:
+            Evaluation(config, torch.device("cpu")).run(store)
+            return rows_of(store)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def worker_pids(busy: bool = False) -> list[int]:
+    """Processes of our Ray actors (``ray::Worker``; ``ray::Worker.run`` while running a unit)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::Worker") and (not busy or "Worker.run" in title):
+            found.append(int(entry.name))
+    return found
+
+
+class KillAWorkerOnce:
+    """A progress bar that SIGKILLs a busy worker process when the first unit is written."""
+
+    def __init__(self) -> None:
+        self.killed: list[int] = []
+
+    def update(self, n: int = 1) -> None:
+        if not self.killed:
+            victims = worker_pids(busy=True) or worker_pids()
+            if victims:
+                os.kill(victims[0], signal.SIGKILL)
+                self.killed.append(victims[0])
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_ray_writes_the_same_rows_as_a_local_run(ray_cluster, data_dir, tmp_path):  # noqa: F811
+    config = small_config(data_dir)
+    expected = local_rows(config, tmp_path / "local.sqlite")
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2), "cpu")
+        assert rows_of(store) == expected
+        assert store.units_done() == len(Evaluation(config, torch.device("cpu")).units())
+
+
+def test_a_worker_killed_mid_unit_loses_nothing_and_writes_nothing_twice(ray_cluster, data_dir, tmp_path):  # noqa: F811
+    config = small_config(data_dir, defences=("none", "random-resize-pad"), attacks=("pgd",),
+                          attack_overrides={"pgd": {"max_iter": "4", "restarts": "1"}}, batch_size=1)
+    expected = local_rows(config, tmp_path / "local.sqlite")
+    killer = KillAWorkerOnce()
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2), "cpu",
+                   progress=lambda total: killer)
+        assert killer.killed, "no worker was killed"
+        assert rows_of(store) == expected  # the unique constraint would have refused a duplicate
+        assert all(row["error"] is None for row in store.rows())
+
+
+def test_an_unreadable_image_on_the_cluster_is_recorded_and_the_run_finishes(ray_cluster, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(BUNDLED_SAMPLE, data)
+    broken = sorted(data.glob("*.JPEG"))[0]
+    broken.write_bytes(broken.read_bytes()[:300])
+    config = small_config(data, defences=("none", "jpeg"), attacks=("fgsm",), attack_overrides={})
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2, ship_data=True), "cpu")
+        rows = store.rows()
+    errors = [row for row in rows if row["error"]]
+    assert {row["image"] for row in errors} == {broken.name} and "corrupt or truncated" in errors[0]["error"]
+    assert len(rows) == 4 * 2 * 2  # 4 images x 2 defences x (clean, fgsm)
+
+
+def test_a_killed_driver_resumes_on_ray_without_redoing_finished_units(data_dir, tmp_path):  # noqa: F811
+    options = ["--limit", "6", "--batch-size", "1", "--attacks", "fgsm", "--eps", "2/255",
+               "--defences", "none,random-resize-pad", "--no-sanity"]
+    reference = tmp_path / "reference"
+    evaluate(data_dir, reference, *options, "--threads", "1")  # as each worker has
+    killed = tmp_path / "killed"
+    partial = evaluate_killed_after(data_dir, killed, [*options, "--ray", "--workers", "2"], rows=8)
+    assert 8 <= len(partial) < len(table_rows(reference)), "the driver was not killed partway"
+    resumed = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(data_dir),
+                              "--out", str(killed), *options, "--ray", "--workers", "2", "--resume"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert table_rows(killed) == table_rows(reference)
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_run_leaves_the_run_to_the_others(data_dir, tmp_path):  # noqa: F811
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    doomed = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        config = small_config(data_dir, defences=("none", "jpeg"), attacks=("pgd",),
+                              attack_overrides={"pgd": {"max_iter": "4", "restarts": "0"}}, batch_size=1)
+        expected = local_rows(config, tmp_path / "local.sqlite")
+
+        class RemoveTheNodeOnce(KillAWorkerOnce):
+            def update(self, n: int = 1) -> None:
+                if not self.killed:
+                    cluster.remove_node(doomed)
+                    self.killed.append(0)
+
+        with ResultStore(tmp_path / "ray.sqlite") as store:
+            run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions("auto", workers=2), "cpu",
+                       progress=lambda total: RemoveTheNodeOnce())
+            assert rows_of(store) == expected
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
