@@ -496,3 +496,13 @@ def test_transfer_attacks_are_made_on_the_source_and_scored_on_the_evaluated_mod
     assert "transfer-from-efficientnet_lite2" in glance
     bad = evaluate(data_dir, tmp_path / "bad", "--threat", "transfer", check=False)
     assert bad.returncode == 2 and "--transfer-from" in bad.stderr
+
+
+def test_the_adaptive_preset_plans_strong_bpda_with_eot_and_the_convergence_check(data_dir, tmp_path):
+    result = evaluate(data_dir, tmp_path / "run", "--preset", "adaptive", "--limit", "1",
+                      "--defences", "none,ciid,random-resize-pad", "--dry-run")
+    plan = result.stdout
+    for attack in ("pgd", "apgd-ce", "apgd-dlr"):
+        assert f"{attack} eps 4/255 bpda-identity on random-resize-pad" in plan
+    assert "graybox" not in plan.replace("pgd eps 8/255 graybox", "").replace("pgd eps 1 graybox", "")
+    assert "(10 steps, EOT 20)" in plan and "(50 steps, EOT 5)" in plan and "convergence" in plan
