@@ -66,16 +66,14 @@ def main() -> None:
     config = RunConfig(data=str(SAMPLE_DIR), labels=None, model="efficientnet_lite0", checkpoint=None,
                        random_weights=False, defences=("none",), ciid={}, attacks=("pgd",), eps=(EPS,),
                        limit=args.limit, batch_size=BATCH, sanity=False)
-    with tempfile.TemporaryDirectory() as folder:
-        store = open_run(folder, config, resume=False)
-        evaluation = Evaluation(config, store, device)
-        for batch in evaluation.batches():
-            evaluation.view(batch)  # load the images first, as the minimal loop had them
+    evaluation = Evaluation(config, device)
+    for item in evaluation.images:
+        evaluation.view(item)  # load the images first, as the minimal loop had them
+    with tempfile.TemporaryDirectory() as folder, open_run(folder, config, resume=False) as store:
         started = time.perf_counter()
-        evaluation.run()
+        evaluation.run(store)
         harness = (time.perf_counter() - started) / args.limit
         rows = [r for r in store.rows() if r["attack"] == "pgd"]
-        store.close()
     accuracy = sum(r["pred_adv"] == r["label"] for r in rows) / len(rows)
     print(f"harness (clean + PGD-10):   {harness:.3f} s/img   accuracy under attack {accuracy:.1%}")
     print(f"ratio harness / minimal: {harness / bare:.2f}x (target <= 1.3x)")

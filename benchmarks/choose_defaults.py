@@ -19,6 +19,7 @@ import time
 import torch
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
+from ciidefence.defences import defence_digest
 from common import classifier_views, sample_images
 
 CANDIDATES = {
@@ -113,7 +114,7 @@ def main() -> None:
         clean = top1(classifier, images, labels, config)
         robust = top1(classifier, adversarial, labels, config)
         print(f"{name:24s} clean {clean:6.1%}  pgd {robust:6.1%}  "
-              f"({time.perf_counter() - started:.0f} s)  {config.digest()}", flush=True)
+              f"({time.perf_counter() - started:.0f} s)  {defence_digest('ciid', config.to_dict())}", flush=True)
 
 
 if __name__ == "__main__":
