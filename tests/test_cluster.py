@@ -152,3 +152,17 @@ def test_a_node_removed_mid_run_leaves_the_run_to_the_others(data_dir, tmp_path)
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_dry_run_on_ray_prints_core_hours_and_wall_times(data_dir, tmp_path):  # noqa: F811
+    result = evaluate(data_dir, tmp_path / "run", "--limit", "2", "--attacks", "fgsm", "--defences", "none,jpeg",
+                      "--no-sanity", "--dry-run", "--ray", "--workers", "2")
+    assert "core-hours" in result.stdout and "with 2 workers x 1 threads" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_ray_only_options_need_ray(data_dir, tmp_path):  # noqa: F811
+    result = evaluate(data_dir, tmp_path / "run", "--limit", "1", "--workers", "2", check=False)
+    assert result.returncode == 2 and "need --ray" in result.stderr
+    shard = evaluate(data_dir, tmp_path / "run", "--limit", "1", "--shard", "3/2", check=False)
+    assert shard.returncode == 2 and "--shard" in shard.stderr

@@ -506,3 +506,17 @@ def test_the_adaptive_preset_plans_strong_bpda_with_eot_and_the_convergence_chec
         assert f"{attack} eps 4/255 bpda-identity on random-resize-pad" in plan
     assert "graybox" not in plan.replace("pgd eps 8/255 graybox", "").replace("pgd eps 1 graybox", "")
     assert "(10 steps, EOT 20)" in plan and "(50 steps, EOT 5)" in plan and "convergence" in plan
+
+
+def test_shards_split_the_selected_images_into_disjoint_parts():
+    from ciidefence.evaluation import RunConfig
+
+    def config(shard):
+        return RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
+                         defences=("none",), ciid={}, attacks=("fgsm",), limit=10, shard=shard)
+
+    images = list(range(25))
+    parts = [config((index, 3)).select(images) for index in range(3)]
+    assert sorted(sum(parts, [])) == list(range(10)) and parts[1] == [1, 4, 7]
+    with pytest.raises(ConfigError, match="shard"):
+        config((3, 3))

@@ -113,7 +113,7 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
     results, failures = [], 0
     for path in progress(find_images(images), "classify"):
         try:
-            image = load_image(path, max_pixels)
+            image = load_image(path, max_pixels, classifier.view_side)
             predictions = _classify_one(classifier, image, defences, top, seed, path.name)
         except ImageError as error:
             warn(f"error: {error}")
@@ -234,7 +234,7 @@ def purify_command(images, out_dir, defence_name, overwrite, config, model, chec
             failures += 1
             continue
         try:
-            image = load_image(path, max_pixels)[None].to(next(classifier.parameters()).device)
+            image = load_image(path, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
             purified = defence(image, generator=seeded_generator(seed, path.name, defence.digest))[0]
         except ImageError as error:
             warn(f"error: {error}")
@@ -266,7 +266,7 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
         raise CommandFailed("explain draws the CAM-selected regions; use --regions cam", exit_code=2)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
     config.check_coverage(classifier.input_size)
-    batch = load_image(image, max_pixels)[None].to(next(classifier.parameters()).device)
+    batch = load_image(image, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
     purification = purify(batch, classifier, config)
     with torch.no_grad():
         defended_logits = classifier(purification.output)[0]

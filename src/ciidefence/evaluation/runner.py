@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..defences.registry import Defence, build_defence
 from ..errors import CIIDefenceError, ConfigError
 from ..images import load_image
 from ..models import load_classifier
-from ..models.base import CROP_FRACTION, Classifier
+from ..models.base import Classifier
 from ..progress import ProgressBar, tqdm_bar
 from ..randomness import global_seed, seeded_generator, stable_seed
 from .data import LabelledImage, load_dataset
@@ -34,6 +35,8 @@ from .plan import Experiment, RunConfig
 from .store import NO_PREDICTION, ResultRow, ResultStore
 
 RESULTS_FILE = "results.sqlite"
+VIEW_CACHE = 2048
+"""Decoded classifier views kept in memory (about 0.6 MB each at 224 px): all of a 500-image run."""
 CONFIG_FILE = "config.json"
 
 Unit = tuple[Experiment, int, list[LabelledImage]]
@@ -125,7 +128,7 @@ class Evaluation:
         }
         self.experiments = config.experiments()
         self.clean = config.clean_experiment()
-        self._views: dict[str, torch.Tensor | str] = {}
+        self._views: OrderedDict[str, torch.Tensor | str] = OrderedDict()
         self._clean_predictions: dict[tuple[str, str], int] = {}  # (defence digest, image) -> class
         self._estimators: dict[tuple, tuple[object, ARTPreprocessor | None]] = {}
 
@@ -175,16 +178,22 @@ class Evaluation:
     # --- the work ----------------------------------------------------------------------------------
 
     def view(self, item: LabelledImage) -> torch.Tensor | str:
-        """The classifier's ``S x S`` view of an image (cached), or the error message if it cannot be read."""
-        if item.key not in self._views:
+        """The classifier's ``S x S`` view of an image, or the error message if it cannot be read.
+
+        The last :data:`VIEW_CACHE` views are kept, so memory stays bounded on large runs.
+        """
+        if item.key in self._views:
+            self._views.move_to_end(item.key)
+        else:
             self._views[item.key] = self.read_view(item)
+            while len(self._views) > VIEW_CACHE:
+                self._views.popitem(last=False)
         return self._views[item.key]
 
     def read_view(self, item: LabelledImage) -> torch.Tensor | str:
         """:meth:`view`, read from the file every time (nothing is kept)."""
         try:
-            view_side = round(self.classifier.input_size / CROP_FRACTION)
-            image = load_image(item.path, self.config.max_pixels, view_side)
+            image = load_image(item.path, self.config.max_pixels, self.classifier.view_side)
             return self.classifier.prepare(image[None])[0]
         except CIIDefenceError as error:
             return str(error)
@@ -329,6 +338,8 @@ class Evaluation:
     def add_views(self, views: dict[str, torch.Tensor | str]) -> None:
         """Use these decoded views instead of reading the files (see :meth:`shipped_views`)."""
         self._views.update(views)
+        while len(self._views) > VIEW_CACHE:
+            self._views.popitem(last=False)
 
     def run(self, store: ResultStore, units_total: int | None = None) -> None:
         """Run every pending unit, writing each unit's rows in one transaction.

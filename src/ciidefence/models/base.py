@@ -73,6 +73,11 @@ class Classifier(nn.Module):
         self.eval()
 
     @property
+    def view_side(self) -> int:
+        """The shorter side an image is resized to before the centre ``S x S`` crop: ``round(S / 0.875)``."""
+        return round(self.input_size / CROP_FRACTION)
+
+    @property
     def cam_method(self) -> str:
         """``"cam"`` for a global-pool + linear head, otherwise ``"gradcam"``."""
         return "cam" if self.linear_head is not None else "gradcam"
@@ -90,7 +95,7 @@ class Classifier(nn.Module):
         size = self.input_size
         if (height, width) == (size, size):
             return 1.0, 0, 0
-        scale = round(size / CROP_FRACTION) / min(height, width)
+        scale = self.view_side / min(height, width)
         resized_h, resized_w = round(height * scale), round(width * scale)
         return scale, (resized_h - size) // 2, (resized_w - size) // 2
 
