@@ -43,7 +43,8 @@ def test_pixels_outside_the_mask_are_untouched(method, photo, scripted):
     images = photo[..., :120, :130].repeat(2, 1, 1, 1)
     images[1] = images[1].flip(-1)
     masks = masks_for(images)
-    filled = inpaint(images, masks, method, model_path=scripted / "mean.pt")
+    model = scripted / "mean.pt" if method == "learned" else None  # deepfill: the shipped weights
+    filled = inpaint(images, masks, method, model_path=model)
     assert filled.shape == images.shape
     assert torch.equal(filled[~masks[:, None].expand_as(images)], images[~masks[:, None].expand_as(images)])
     assert not torch.equal(filled[masks[:, None].expand_as(images)], images[masks[:, None].expand_as(images)])

@@ -104,7 +104,7 @@ def test_random_resize_pad_is_random_and_differentiable():
 
 
 def test_bpda_approximations_by_defence(classifier):
-    with pytest.raises(ConfigError, match="no differentiable approximation"):
+    with pytest.raises(ConfigError, match="no 'differentiable' approximation"):
         bpda_approximation(build_defence("jpeg", classifier).module, "differentiable")
     deflection = build_defence("pixel-deflection", classifier)
     images = torch.rand(1, 3, 32, 32, requires_grad=True)
