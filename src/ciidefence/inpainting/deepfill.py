@@ -281,15 +281,14 @@ def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepF
     margin = side
     padded = F.pad(images, (margin,) * 4, mode="replicate")
     padded_masks = F.pad(masks[:, None].to(images.dtype), (margin,) * 4)
-    crops, holes = [], []
-    for index, top, left, window, _ in windows:
-        top, left = top + margin - (side - window) // 2, left + margin - (side - window) // 2
-        crops.append(padded[index, :, top : top + side, left : left + side])
-        holes.append(padded_masks[index, :, top : top + side, left : left + side])
-    filled = model(torch.stack(crops), torch.stack(holes))
+    # every window grown to the largest side about its centre, in the padded image's coordinates
+    placed = [(index, top + margin - (side - window) // 2, left + margin - (side - window) // 2)
+              for index, top, left, window, _ in windows]
+    holes = [padded_masks[index, :, top : top + side, left : left + side] for index, top, left in placed]
+    filled = model(torch.stack([padded[index, :, top : top + side, left : left + side] for index, top, left in placed]),
+                   torch.stack(holes))
     canvas = padded.clone()
-    for (index, top, left, window, _), crop, hole in zip(windows, filled, holes, strict=True):
-        top, left = top + margin - (side - window) // 2, left + margin - (side - window) // 2
+    for (index, top, left), crop, hole in zip(placed, filled, holes, strict=True):
         region = canvas[index, :, top : top + side, left : left + side]
         canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
     output = canvas[..., margin:-margin, margin:-margin]
