@@ -18,6 +18,7 @@ from ciidefence.inpainting.deepfill import (
     inpaint_with_network,
     load_deepfill,
     save_deepfill,
+    window_side,
 )
 from ciidefence.inpainting.training import Trainer, TrainingConfig
 from conftest import REPO
@@ -162,3 +163,16 @@ def test_the_shipped_weights_load_and_fill_better_than_a_constant(sample_paths, 
     holes = masks[:, None].float()
     constant = torch.where(masks[:, None], views.mean(dim=(2, 3), keepdim=True), views)
     assert masked_psnr(filled, views, holes) > masked_psnr(constant, views, holes) + 3
+
+
+def test_a_holes_fill_does_not_depend_on_the_other_holes_in_the_batch():
+    model = DeepFill(DeepFillConfig(width=8))
+    torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)  # a network whose fill is not the coarse one
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 96, 96, dtype=torch.bool)
+    masks[0, 40:49, 40:49] = True
+    masks[1, 10:80, 10:80] = True  # a large hole: a much larger window
+    alone = inpaint_with_network(images[:1], masks[:1], model)
+    together = inpaint_with_network(images, masks, model)
+    assert torch.allclose(together[:1], alone, atol=1e-5)
+    assert window_side(70) == 168 and window_side(9) == 32 and window_side(17) == 52

@@ -81,9 +81,17 @@ class DeepFillConfig:
             raise ConfigError("DeepFill needs width >= 4 and odd patch and propagation sizes")
 
 
+class _ELU(nn.Module):
+    """ELU written as ``relu(x) + exp(min(x, 0)) - 1``: equal to ``nn.ELU`` within 3e-7, and 3 times faster
+    than torch's own CPU kernel (benchmarks/bench_purify.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) + x.clamp(max=0).exp() - 1
+
+
 def _conv(channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     padding = dilation * (kernel - 1) // 2
-    return nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding, dilation), nn.ELU())
+    return nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding, dilation), _ELU())
 
 
 def _encoder(channels_in: int, width: int) -> nn.Sequential:
@@ -233,12 +241,26 @@ class DeepFill(nn.Module):
 # --- windows around holes ------------------------------------------------------------------------------
 
 
+MAX_CONTEXT = 48
+"""Largest margin of known pixels a window keeps on each side of its hole: contextual attention costs the
+square of the window's area, so a large hole (several boxes run together) gets less than three times its side."""
+
+
+def window_side(hole_side: int, minimum: int = 32) -> int:
+    """The side of the square window around a hole of side ``hole_side``, a multiple of 4.
+
+    Three times the hole's side (the context the network is trained with), at
+    least ``minimum`` and at most the hole plus :data:`MAX_CONTEXT` each side.
+    """
+    side = max(minimum, min(3 * hole_side, hole_side + 2 * MAX_CONTEXT))
+    return side + -side % 4
+
+
 def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int, int, int, int]]:
     """Square windows around each connected hole: ``(image, top, left, side, side)``.
 
-    Each window is centred on a hole and as wide as three times its larger
-    side (at least ``minimum``), rounded up to a multiple of 4; windows may
-    reach past the image (the caller pads).
+    Each window is centred on a hole, with the side :func:`window_side`
+    gives; windows may reach past the image (the caller pads).
     """
     from scipy import ndimage
 
@@ -249,9 +271,7 @@ def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int,
             if found is None:
                 continue
             rows, cols = found
-            side = max(rows.stop - rows.start, cols.stop - cols.start)
-            window = max(minimum, 3 * side)
-            window += -window % 4
+            window = window_side(max(rows.stop - rows.start, cols.stop - cols.start), minimum)
             top = (rows.start + rows.stop - window) // 2
             left = (cols.start + cols.stop - window) // 2
             windows.append((index, top, left, window, window))
@@ -259,7 +279,11 @@ def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int,
 
 
 def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepFill) -> torch.Tensor:
-    """Inpaint each hole with ``model`` on a window around it, batched over the windows.
+    """Inpaint each hole with ``model`` on a window around it, batched over the windows of each size.
+
+    A hole's fill depends on its own window only, not on the other holes or
+    images in the batch. Where windows overlap, the larger window's fill of a
+    shared hole is kept.
 
     Parameters
     ----------
@@ -277,20 +301,20 @@ def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepF
     windows = hole_windows(masks)
     if not windows:
         return images
-    side = max(window[3] for window in windows)
-    margin = side
+    margin = max(window[3] for window in windows)
     padded = F.pad(images, (margin,) * 4, mode="replicate")
     padded_masks = F.pad(masks[:, None].to(images.dtype), (margin,) * 4)
-    # every window grown to the largest side about its centre, in the padded image's coordinates
-    placed = [(index, top + margin - (side - window) // 2, left + margin - (side - window) // 2)
-              for index, top, left, window, _ in windows]
-    holes = [padded_masks[index, :, top : top + side, left : left + side] for index, top, left in placed]
-    filled = model(torch.stack([padded[index, :, top : top + side, left : left + side] for index, top, left in placed]),
-                   torch.stack(holes))
     canvas = padded.clone()
-    for (index, top, left), crop, hole in zip(placed, filled, holes, strict=True):
-        region = canvas[index, :, top : top + side, left : left + side]
-        canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
+    for side in sorted({window[3] for window in windows}):
+        placed = [(index, top + margin, left + margin) for index, top, left, window, _ in windows if window == side]
+        holes = [padded_masks[index, :, top : top + side, left : left + side] for index, top, left in placed]
+        crops = [padded[index, :, top : top + side, left : left + side] for index, top, left in placed]
+        channels_last = torch.channels_last  # oneDNN's fast layout; the same values
+        filled = model(torch.stack(crops).contiguous(memory_format=channels_last),
+                       torch.stack(holes).contiguous(memory_format=channels_last))
+        for (index, top, left), crop, hole in zip(placed, filled, holes, strict=True):
+            region = canvas[index, :, top : top + side, left : left + side]
+            canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
     output = canvas[..., margin:-margin, margin:-margin]
     return torch.where(masks[:, None], output, images)
 
@@ -336,7 +360,7 @@ def load_deepfill(path: str | os.PathLike | None = None) -> DeepFill:
 
 @functools.lru_cache(maxsize=4)
 def _cached(path: str | None) -> DeepFill:
-    return load_deepfill(path)
+    return load_deepfill(path).to(memory_format=torch.channels_last)
 
 
 def inpaint_deepfill(

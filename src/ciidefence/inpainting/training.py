@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_SUFFIXES, load_image
 from ..progress import ProgressBar
-from .deepfill import DeepFill, DeepFillConfig, save_deepfill
+from .deepfill import DeepFill, DeepFillConfig, save_deepfill, window_side
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,9 @@ def training_images(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
-def window_side(half_width: int) -> int:
-    """The crop side for a hole of half width ``w``: as :func:`ciidefence.inpainting.deepfill.hole_windows` makes."""
-    side = max(32, 3 * (2 * half_width + 1))
-    return side + -side % 4
+def crop_side(half_width: int) -> int:
+    """The crop side for a hole of half width ``w``: the window :func:`~.deepfill.hole_windows` puts around it."""
+    return window_side(2 * half_width + 1)
 
 
 def sample_batch(images: list[torch.Tensor], half_width: int, count: int, extra_holes: int,
@@ -103,7 +102,7 @@ def sample_batch(images: list[torch.Tensor], half_width: int, count: int, extra_
 
     Returns crops ``(count, 3, S, S)`` and holes ``(count, 1, S, S)`` (1 = missing).
     """
-    side = window_side(half_width)
+    side = crop_side(half_width)
     box = 2 * half_width + 1
     crops, holes = [], []
     for _ in range(count):
