@@ -51,6 +51,8 @@ class DefenceSpec:
         Has a ``differentiable_approximation`` for BPDA, beside the identity.
     is_ciid : bool
         CIIDefence or one of its ablations.
+    identity : bool
+        Returns its input unchanged (no defence): its predictions are the undefended ones.
     """
 
     name: str
@@ -60,6 +62,7 @@ class DefenceSpec:
     randomised: bool = False
     differentiable: bool = False
     is_ciid: bool = False
+    identity: bool = False
 
     def approximations(self, params: dict) -> tuple[str, ...]:
         """The BPDA approximations of this defence with ``params``.
@@ -105,7 +108,7 @@ def _ablation(name: str, title: str, overrides: dict, randomised: bool = False) 
 
 
 SPECS = (
-    DefenceSpec("none", "no defence", _none),
+    DefenceSpec("none", "no defence", _none, identity=True),
     _ablation("ciid", "CIIDefence", {}),
     _ablation("ciid-denoise-only", "CIIDefence, wavelet denoising only", {"regions": "none"}),
     _ablation("ciid-inpaint-only", "CIIDefence, inpainting only", {"denoise": False}),
@@ -171,6 +174,8 @@ class Defence:
         Draws random numbers; results depend on the generator it is given.
     approximations : tuple of str
         The BPDA approximations it has.
+    identity : bool
+        Returns its input unchanged.
     """
 
     name: str
@@ -179,6 +184,7 @@ class Defence:
     module: nn.Module
     randomised: bool
     approximations: tuple[str, ...]
+    identity: bool = False
 
     @property
     def params_json(self) -> str:
@@ -217,4 +223,5 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
         module = spec.build(classifier, params)
     except TypeError as error:
         raise ConfigError(f"bad parameters for defence {name!r}: {error}") from None
-    return Defence(name, params, defence_digest(name, params), module, spec.randomised, spec.approximations(params))
+    return Defence(name, params, defence_digest(name, params), module, spec.randomised, spec.approximations(params),
+                   spec.identity)

@@ -296,7 +296,7 @@ class Evaluation:
             else:
                 purified, defence_ms = self._defend(defence, adversarial,
                                                     self._generators(experiment, readable, defence))
-                defended_adv = self._predict(purified)
+                defended_adv = pred_adv if defence.identity else self._predict(purified)
             scored.append((defence, clean_defended, defended_adv, defence_ms))
         seconds = (time.perf_counter() - started) / len(batch)
         rows += [
