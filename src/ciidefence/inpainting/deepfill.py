@@ -205,7 +205,7 @@ class DeepFill(nn.Module):
     def coarse_fill(self, images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """The first fill, ``(B, 3, H, W)`` in [0, 1]."""
         if self.config.coarse == "harmonic":
-            return inpaint_harmonic(images, hole[:, 0] > 0.5)
+            return inpaint_harmonic(images, hole[:, 0] > 0.5, crop_to_holes=False)
         inputs = torch.cat([(images * 2 - 1) * (1 - hole), torch.ones_like(hole), hole], dim=1)
         delta = self.coarse(inputs)
         base = images * (1 - hole) + 0.5 * hole
