@@ -8,19 +8,20 @@ defended / bare (issue targets: at most 2.2 on the CPU at batch 32, 2.5 on a
 GPU at batch 128; the floor is about 2: one pass for the CAMs, one for the
 decision), and peak memory.
 
-    python benchmarks/bench_purify.py [--batch-sizes 1,32,128] [--device cpu|cuda] [--inpainter harmonic]
+    python benchmarks/bench_purify.py [--batch-sizes 1,32,128] [--device cpu|cuda] [--strength S] [--inpainter deepfill]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import resource
 import time
 
 import torch
 
-from ciidefence import CIIDefenceConfig, load_classifier, purify
+from ciidefence import STRENGTHS, load_classifier, purify, strength_config
 from common import classifier_views, sample_images
 
 
@@ -55,12 +56,15 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,32,128")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--inpainter", default=CIIDefenceConfig().inpainter,
-                        help="e.g. harmonic, the torch-native one")
+    parser.add_argument("--strength", choices=STRENGTHS, default="balanced")
+    parser.add_argument("--inpainter", default=None, help="instead of the strength's, e.g. harmonic or deepfill")
+    parser.add_argument("--half-width", type=int, default=None, help="instead of the strength's")
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier = load_classifier().to(device)
-    config = CIIDefenceConfig(inpainter=args.inpainter)
+    overrides = {"inpainter": args.inpainter, "half_width": args.half_width}
+    config = dataclasses.replace(strength_config(args.strength),
+                                 **{name: value for name, value in overrides.items() if value is not None})
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     paths, _ = sample_images(max(sizes))
     views = classifier_views(classifier, paths).to(device)

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from ciidefence import (
+    STRENGTHS,
     CIIDefence,
     CIIDefenceConfig,
     ConfigError,
     DefendedClassifier,
     load_image,
     purify,
+    strength_config,
 )
 
 
@@ -68,3 +70,39 @@ def test_config_is_frozen_and_hashable():
         config.top_k = 9
     assert hash(config) == hash(CIIDefenceConfig()) and config == CIIDefenceConfig()
     assert config != CIIDefenceConfig(sigma=0.05)
+
+
+def test_the_strength_presets_exist_light_differs_and_balanced_is_the_default():
+    configs = {name: strength_config(name) for name in STRENGTHS}
+    assert set(configs) == {"light", "balanced", "strong"}
+    assert configs["balanced"] == CIIDefenceConfig()
+    assert configs["light"] != configs["balanced"]
+    assert configs["light"].sigma < configs["balanced"].sigma <= configs["strong"].sigma
+    with pytest.raises(ConfigError, match="unknown strength"):
+        strength_config("extreme")
+
+
+def test_options_given_on_the_command_line_override_the_strength():
+    import json
+
+    import click
+    from click.testing import CliRunner
+
+    from ciidefence.cli.options import defence_options
+
+    @click.command()
+    @defence_options
+    def show(config):
+        click.echo(json.dumps(config.to_dict()))
+
+    def run(*args):
+        result = CliRunner().invoke(show, list(args))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    assert run() == CIIDefenceConfig().to_dict()
+    assert run("--strength", "strong") == strength_config("strong").to_dict()
+    overridden = run("--strength", "strong", "--top-k", "1", "--sigma", "0.001")
+    assert overridden == dataclasses.replace(strength_config("strong"), top_k=1, sigma=0.001).to_dict()
+    given_at_its_default = run("--strength", "light", "--sigma", str(CIIDefenceConfig().sigma))
+    assert given_at_its_default["sigma"] == CIIDefenceConfig().sigma != strength_config("light").sigma

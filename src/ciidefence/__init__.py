@@ -28,6 +28,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __getattr__, __dir__ = lazy_exports(__name__, {
     "CIIDefence": ".defences.ciid",
     "CIIDefenceConfig": ".defences.config",
+    "STRENGTHS": ".defences.config",
+    "strength_config": ".defences.config",
     "DefendedClassifier": ".defences.defended",
     "Purification": ".defences.ciid",
     "purify": ".defences.ciid",
@@ -53,10 +55,12 @@ __all__ = [
     "MODEL_NAMES",
     "ModelError",
     "Purification",
+    "STRENGTHS",
     "build_defence",
     "custom_classifier",
     "load_classifier",
     "load_image",
     "purify",
     "save_image",
+    "strength_config",
 ]

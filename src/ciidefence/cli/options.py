@@ -6,8 +6,9 @@ import dataclasses
 import functools
 
 import click
+from click.core import ParameterSource
 
-from ..defences.config import CIIDefenceConfig
+from ..defences.config import STRENGTHS, CIIDefenceConfig, strength_config
 from ..denoising import THRESHOLDS, WAVELET_BACKENDS
 from ..errors import ConfigError
 from ..fusion import FUSIONS
@@ -26,6 +27,10 @@ def split_names(text: str) -> tuple[str, ...]:
 
 
 _DEFENCE_OPTIONS = [
+    click.option("--strength", type=click.Choice(STRENGTHS), default="balanced", show_default=True,
+                 help="CIIDefence's operating point (docs/RESULTS.md): light costs the least clean accuracy, strong "
+                      "resists the most; the options below, when given, override it. Their defaults shown are "
+                      "balanced's."),
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
                  help="Top-ranking classes whose CAMs choose the regions."),
     click.option("--peaks", type=click.IntRange(1), default=_DEFAULTS.peaks, show_default=True,
@@ -66,9 +71,12 @@ def defence_options(command):
 
     @functools.wraps(command)
     def wrapper(**kwargs):
+        context = click.get_current_context()
         values = {name: kwargs.pop(name) for name in _FIELD_NAMES}
+        given = {name: value for name, value in values.items()
+                 if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
         try:
-            config = CIIDefenceConfig(**values)
+            config = dataclasses.replace(strength_config(kwargs.pop("strength")), **given)
         except ConfigError as error:
             raise CommandFailed(str(error), exit_code=2) from None
         return command(config=config, **kwargs)

@@ -18,6 +18,8 @@ DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8
 @click.command()
 @click.option("--grid", "grid_specs", multiple=True, metavar="NAME=V1,V2,...",
               help=f"Values of one CIIDefence parameter (repeatable) [default: {' '.join(DEFAULT_GRID)}].")
+@click.option("--point", "point_specs", multiple=True, metavar="'NAME=V NAME=V ...'",
+              help="Also score this one point (repeatable), e.g. an ablation: --point 'regions=none sigma=0.04'.")
 @click.option("--random", "samples", type=click.IntRange(1), default=None,
               help="Score this many grid points drawn at random instead of the whole grid.")
 @click.option("--rivals", default=",".join(RIVALS), show_default=True,
@@ -27,24 +29,28 @@ DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8
 @run_options
 @defence_options
 @report_errors
-def sweep(data, labels, models, checkpoint, random_weights, grid_specs, samples, rivals, attacks, eps_text, limit,
-          batch_size, run_dir, resume, dry_run, shard_text, ray_address, workers, threads_per_worker, ship_data, device,
-          threads, seed, max_pixels, config) -> None:
+def sweep(data, labels, models, checkpoint, random_weights, grid_specs, point_specs, samples, rivals, attacks,
+          eps_text, limit, batch_size, run_dir, resume, dry_run, shard_text, ray_address, workers, threads_per_worker,
+          ship_data, device, threads, seed, max_pixels, config) -> None:
     """Score CIIDefence configurations for clean and gray-box robust accuracy.
 
-    Every point starts from the --top-k ... options with the --grid values.
-    The attacks run once per image on the bare classifier; every point and
-    rival is scored on the same adversarial images. Results go to
-    RUN_DIR/results.sqlite; sweep.md and pareto.png name the best point whose
-    clean accuracy is within 2 points of the undefended model. Points whose
-    boxes could cover more than half the image are recorded as invalid, not scored.
+    Every point starts from the --strength, --top-k ... options with the
+    --grid values (every combination) or a --point's. The attacks run once per
+    image on the bare classifier; every point and rival is scored on the same
+    adversarial images. Results go to RUN_DIR/results.sqlite; sweep.md and
+    pareto.png name the three operating points (light: the most robust within
+    2 points of the undefended clean accuracy; balanced: the highest mean of
+    clean and robust accuracy; strong: the most robust at 75% clean or more),
+    chosen among the points with CAM boxes and denoising. Points whose boxes
+    could cover more than half the image are recorded as invalid, not scored.
     """
     from ..evaluation.plan import RunConfig
-    from ..evaluation.sweep import parse_grid, sweep_points
+    from ..evaluation.sweep import parse_grid, parse_point, sweep_points
 
     if len(models) > 1:
         raise CommandFailed("a sweep tunes CIIDefence for one classifier: give one --model", exit_code=2)
-    points = sweep_points(config, parse_grid(grid_specs or DEFAULT_GRID), samples, seed)
+    grid = parse_grid(grid_specs or (() if point_specs else DEFAULT_GRID))
+    points = sweep_points(config, grid, samples, seed, tuple(parse_point(spec) for spec in point_specs))
     run_config = RunConfig(
         data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
         model=models[0], checkpoint=checkpoint, random_weights=random_weights,

@@ -7,6 +7,8 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "CIIDefenceConfig": ".config",
+    "STRENGTHS": ".config",
+    "strength_config": ".config",
     "CIIDefence": ".ciid",
     "Purification": ".ciid",
     "purify": ".ciid",

@@ -17,6 +17,9 @@ from .summary import Cell, cells
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
 CLEAN_TOLERANCE = 0.02
+"""``light``: the most robust point whose clean accuracy is within this of the undefended model's."""
+STRONG_MIN_CLEAN = 0.75
+"""``strong``: the most robust point whose clean accuracy is at least this."""
 
 
 def _parse_value(name: str, text: str):
@@ -51,18 +54,36 @@ def parse_grid(specs: tuple[str, ...]) -> dict[str, list]:
     return grid
 
 
-def sweep_points(base: CIIDefenceConfig, grid: dict[str, list], samples: int | None = None,
-                 seed: int = 0) -> list[dict]:
-    """Every grid point (or ``samples`` of them drawn without replacement), as full configurations.
+def parse_point(spec: str) -> dict:
+    """``"regions=none sigma=0.04"`` to ``{"regions": "none", "sigma": 0.04}``: one point's settings."""
+    settings = {}
+    for item in spec.split():
+        name, _, value = item.partition("=")
+        grid = parse_grid((f"{name}={value}",))
+        (name, values), = grid.items()
+        if len(values) != 1:
+            raise ConfigError(f"--point {spec!r}: {name} takes one value here, got {value!r}")
+        settings[name] = values[0]
+    if not settings:
+        raise ConfigError(f"--point {spec!r}: expected NAME=VALUE [NAME=VALUE ...]")
+    return settings
 
-    Each point is ``base`` with the grid's values; invalid combinations raise
+
+def sweep_points(base: CIIDefenceConfig, grid: dict[str, list], samples: int | None = None,
+                 seed: int = 0, extra: tuple[dict, ...] = ()) -> list[dict]:
+    """Every grid point (or ``samples`` of them drawn without replacement), then the ``extra`` points.
+
+    Each point is ``base`` with the grid's (or the extra point's) values, as a
+    full configuration; an empty grid is ``base`` alone, or nothing when there
+    are extra points. Duplicates are dropped and invalid combinations raise
     :class:`ConfigError`.
     """
     names = list(grid)
-    combos = list(itertools.product(*(grid[n] for n in names))) if names else [()]
+    combos = list(itertools.product(*(grid[n] for n in names))) if names or not extra else []
     if samples is not None and samples < len(combos):
         combos = random.Random(seed).sample(combos, samples)
-    points = [dataclasses.replace(base, **dict(zip(names, combo, strict=True))).to_dict() for combo in combos]
+    settings = [dict(zip(names, combo, strict=True)) for combo in combos] + list(extra)
+    points = [dataclasses.replace(base, **values).to_dict() for values in settings]
     return list({json.dumps(p, sort_keys=True): p for p in points}.values())
 
 
@@ -116,12 +137,37 @@ def best_within(points: list[Score], undefended_clean: float, tolerance: float =
     return max(eligible, key=lambda p: (p.mean_robust, p.clean), default=None)
 
 
+def is_full_method(score: Score) -> bool:
+    """A CIIDefence point with CAM boxes and denoising, not an ablation."""
+    return (score.defence == "ciid" and score.params.get("regions", "cam") == "cam"
+            and score.params.get("denoise", True) is True)
+
+
+def operating_points(points: list[Score], undefended_clean: float) -> dict[str, Score]:
+    """The named strengths, chosen among the full-method CIIDefence points by the project's rule.
+
+    ``light``: the most robust point within :data:`CLEAN_TOLERANCE` of the
+    undefended clean accuracy; ``balanced`` (the default): the point of
+    highest mean of clean and mean robust accuracy; ``strong``: the most
+    robust point with clean accuracy at least :data:`STRONG_MIN_CLEAN`.
+    A strength no point qualifies for is left out.
+    """
+    full = [p for p in points if is_full_method(p) and p.robust]
+    chosen = {
+        "light": best_within(full, undefended_clean),
+        "balanced": max(full, key=lambda p: ((p.clean + p.mean_robust) / 2, p.clean), default=None),
+        "strong": max((p for p in full if p.clean >= STRONG_MIN_CLEAN - 1e-9),
+                      key=lambda p: (p.mean_robust, p.clean), default=None),
+    }
+    return {name: score for name, score in chosen.items() if score is not None}
+
+
 def _varying(points: list[Score]) -> list[str]:
     ciid = [p.params for p in points if p.defence == "ciid"]
     return [name for name in _FIELDS if len({json.dumps(p.get(name)) for p in ciid}) > 1]
 
 
-def sweep_markdown(points: list[Score], undefended: Score | None, chosen: Score | None) -> str:
+def sweep_markdown(points: list[Score], undefended: Score | None, chosen: dict[str, Score]) -> str:
     attacks = list(dict.fromkeys(k for p in points for k in p.robust))
     varying = _varying(points)
     lines = ["# Sweep of CIIDefence's parameters", "",
@@ -129,12 +175,18 @@ def sweep_markdown(points: list[Score], undefended: Score | None, chosen: Score 
              "robust accuracy is the mean over the attack columns. A * marks the Pareto front.", ""]
     if undefended is not None:
         lines.append(f"Undefended clean accuracy: {undefended.clean:.1%}.")
-    if chosen is not None:
-        lines.append(f"Best point within {CLEAN_TOLERANCE:.0%} of it: **{chosen.label}** "
-                     f"({', '.join(f'{k}={chosen.params[k]}' for k in varying)}), clean {chosen.clean:.1%}, "
-                     f"mean robust {chosen.mean_robust:.1%}.")
-    else:
-        lines.append(f"No CIIDefence point is within {CLEAN_TOLERANCE:.0%} of the undefended clean accuracy.")
+    rules = {"light": f"most robust within {CLEAN_TOLERANCE:.0%} of the undefended clean accuracy",
+             "balanced": "highest mean of clean and mean robust accuracy",
+             "strong": f"most robust with clean accuracy at least {STRONG_MIN_CLEAN:.0%}"}
+    lines += ["", "Operating points (full method, no ablations):", ""]
+    for name, rule in rules.items():
+        if name in chosen:
+            point = chosen[name]
+            lines.append(f"- {name} ({rule}): **{point.label}** "
+                         f"({', '.join(f'{k}={point.params[k]}' for k in varying)}), clean {point.clean:.1%}, "
+                         f"mean robust {point.mean_robust:.1%}")
+        else:
+            lines.append(f"- {name} ({rule}): no point qualifies")
     front = {p.label for p in pareto_front(points)}
     header = ["defence", *varying, "clean", *attacks, "mean robust", "ms/img"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -146,7 +198,7 @@ def sweep_markdown(points: list[Score], undefended: Score | None, chosen: Score 
     return "\n".join(lines) + "\n"
 
 
-def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) -> None:
+def plot_pareto(points: list[Score], path: Path, chosen: dict[str, Score] | None = None) -> None:
     """Clean against mean robust accuracy: sweep points grey, the front as a line, other defences labelled."""
     from matplotlib.figure import Figure
 
@@ -163,9 +215,9 @@ def plot_pareto(points: list[Score], path: Path, chosen: Score | None = None) ->
             axis.scatter(100 * p.clean, 100 * p.mean_robust, marker="D", s=30)
             axis.annotate(p.label, (100 * p.clean, 100 * p.mean_robust), fontsize=7, xytext=(4, 3),
                           textcoords="offset points")
-    if chosen is not None:
-        axis.scatter(100 * chosen.clean, 100 * chosen.mean_robust, marker="*", s=160, color="tab:red",
-                     label=f"chosen: {chosen.label}", zorder=3)
+    for (name, point), colour in zip((chosen or {}).items(), ("tab:green", "tab:red", "tab:purple"), strict=False):
+        axis.scatter(100 * point.clean, 100 * point.mean_robust, marker="*", s=160, color=colour,
+                     label=f"{name}: {point.label}", zorder=3)
     undefended = next((p for p in points if p.defence == "none"), None)
     if undefended is not None:
         axis.axvline(100 * (undefended.clean - CLEAN_TOLERANCE), color="tab:red", ls=":", lw=1,
@@ -183,7 +235,7 @@ def write_sweep_report(run_dir: str | Path) -> dict[str, Path]:
     run = read_run(run_dir)
     points = scores(cells(run.rows), run.rows)
     undefended = next((p for p in points if p.defence == "none"), None)
-    chosen = best_within(points, undefended.clean) if undefended else None
+    chosen = operating_points(points, undefended.clean) if undefended else {}
     invalid = json.loads(run.invalid) if run.invalid else {}
     paths = {name: run_dir / name for name in ("sweep.md", "sweep.json", "pareto.png")}
     text = sweep_markdown(points, undefended, chosen)
@@ -197,7 +249,7 @@ def write_sweep_report(run_dir: str | Path) -> dict[str, Path]:
         "complete": run.complete,
         "points": [{**dataclasses.asdict(p), "mean_robust": p.mean_robust} for p in points],
         "invalid": invalid,
-        "chosen": chosen.params if chosen else None,
+        "operating_points": {name: point.params for name, point in chosen.items()},
     }, indent=2))
     plot_pareto(points, paths["pareto.png"], chosen)
     return paths
