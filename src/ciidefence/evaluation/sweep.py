@@ -215,9 +215,16 @@ def plot_pareto(points: list[Score], path: Path, chosen: dict[str, Score] | None
             axis.scatter(100 * p.clean, 100 * p.mean_robust, marker="D", s=30)
             axis.annotate(p.label, (100 * p.clean, 100 * p.mean_robust), fontsize=7, xytext=(4, 3),
                           textcoords="offset points")
-    for (name, point), colour in zip((chosen or {}).items(), ("tab:green", "tab:red", "tab:purple"), strict=False):
-        axis.scatter(100 * point.clean, 100 * point.mean_robust, marker="*", s=160, color=colour,
-                     label=f"{name}: {point.label}", zorder=3)
+    names_by_point: dict[str, list[str]] = {}
+    for name, point in (chosen or {}).items():  # two strengths may be one point
+        names_by_point.setdefault(point.label, []).append(name)
+    for label, names in names_by_point.items():
+        point = (chosen or {})[names[0]]
+        axis.scatter(100 * point.clean, 100 * point.mean_robust, marker="*", s=200, color="gold",
+                     edgecolors="black", linewidths=0.8, zorder=3,
+                     label="operating points" if label == next(iter(names_by_point)) else None)
+        axis.annotate(" = ".join(names), (100 * point.clean, 100 * point.mean_robust), fontsize=8,
+                      fontweight="bold", xytext=(6, -10), textcoords="offset points")
     undefended = next((p for p in points if p.defence == "none"), None)
     if undefended is not None:
         axis.axvline(100 * (undefended.clean - CLEAN_TOLERANCE), color="tab:red", ls=":", lw=1,
