@@ -69,7 +69,7 @@ def test_config_is_frozen_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.top_k = 9
     assert hash(config) == hash(CIIDefenceConfig()) and config == CIIDefenceConfig()
-    assert config != CIIDefenceConfig(sigma=0.05)
+    assert config != dataclasses.replace(config, sigma=2 * config.sigma)
 
 
 def test_the_strength_presets_exist_light_differs_and_balanced_is_the_default():

@@ -78,8 +78,9 @@ def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
     assert "| defence | clean |" in result.stdout and "# Evaluation summary" not in result.stdout  # the short table
     assert "sanity: NOT RUN" in result.stdout and "--no-sanity" in result.stdout
     rows = table_rows(out)
-    # clean 4 x 2 defences; gray-box 2 attacks x 2 eps x 2 defences x 4; BPDA 2 x 2 x 2 approximations x 4
-    assert len(rows) == 8 + 32 + 32
+    # clean 4 x 2 defences; gray-box 2 attacks x 2 eps x 2 defences x 4; BPDA 2 x 2 x 3 approximations x 4
+    # (the default inpainter, DeepFill, is differentiable: BPDA through it is the third approximation)
+    assert len(rows) == 8 + 32 + 48
     assert {r[5] for r in rows} == {"clean", "graybox", "bpda"}
     assert all(r[11] <= 2 / 255 + 1e-6 for r in rows if r[4] == "2/255")
     summary = json.loads((out / "summary.json").read_text())
@@ -239,7 +240,7 @@ def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
     described = [e.describe() for e in experiments]
     assert described[0] == "clean"
     assert "deepfool unbounded graybox" in described
-    assert sum(e.threat == "bpda" for e in experiments) == 2 * 2  # pgd x 2 eps x 2 approximations
+    assert sum(e.threat == "bpda" for e in experiments) == 2 * 3  # pgd x 2 eps x 3 approximations (DeepFill)
     assert all(e.attack == "pgd" and e.target == "ciid" for e in experiments if e.threat == "bpda")
     assert [e.purpose for e in experiments].count("sanity") == 2
     with pytest.raises(ConfigError, match="not among --attacks"):
@@ -251,8 +252,9 @@ def test_plan_gives_each_defence_only_the_approximations_it_has_and_the_chosen_b
     from ciidefence.evaluation import RunConfig
 
     config = RunConfig(data="d", labels=None, model="m", checkpoint=None, random_weights=False,
-                       defences=("none", "ciid", "jpeg", "random-resize-pad"), ciid={}, attacks=("pgd",),
-                       threats=("graybox", "bpda"), eps=(2 / 255, 4 / 255), bpda_eps=(4 / 255,), sanity=False)
+                       defences=("none", "ciid", "jpeg", "random-resize-pad"), ciid={"inpainter": "telea"},
+                       attacks=("pgd",), threats=("graybox", "bpda"), eps=(2 / 255, 4 / 255), bpda_eps=(4 / 255,),
+                       sanity=False)
     bpda = {(e.target, e.threat_label, e.eps_label) for e in config.experiments() if e.threat == "bpda"}
     # Telea is not differentiable: no "inpainter" approximation for CIIDefence here
     assert bpda == {("ciid", "bpda-identity", "4/255"), ("ciid", "bpda-differentiable", "4/255"),
