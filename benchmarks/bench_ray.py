@@ -7,7 +7,7 @@ Prints both wall times, their ratio (issue target: Ray at most 1.15x) and
 whether every prediction agrees (the perturbation norms may differ in their
 last digits: oneDNN's sums depend on the thread count).
 
-    python benchmarks/bench_ray.py --data ../shared/data/imagenet-sample --limit 100
+    python benchmarks/bench_ray.py --data ../shared/data/imagenet-sample --limit 100 [--local-threads 1]
 """
 
 from __future__ import annotations
@@ -44,10 +44,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--local-threads", type=int, default=None,
+                        help="torch threads of the local run [default: all]; 1 matches the Ray workers' numerics")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
+    threads = ["--threads", str(args.local_threads)] if args.local_threads else []
     try:
-        local = run(args.data, args.limit, folder / "local", [])
+        local = run(args.data, args.limit, folder / "local", threads)
         distributed = run(args.data, args.limit, folder / "ray", ["--ray"])
         local_rows, local_l2 = rows(folder / "local")
         ray_rows, ray_l2 = rows(folder / "ray")
@@ -55,6 +58,8 @@ def main() -> None:
         shutil.rmtree(folder)
     print(f"{args.limit} images, {len(local_rows)} rows")
     print(f"local: {local:.1f} s; ray: {distributed:.1f} s (start-up included); ratio {distributed / local:.2f}")
+    differing = sum(a != b for a, b in zip(local_rows, ray_rows, strict=True))
+    print(f"local threads: {args.local_threads or 'all'}; rows whose predictions differ: {differing}")
     print(f"every prediction the same: {local_rows == ray_rows}; largest L2 difference "
           f"{max(abs(a - b) for a, b in zip(local_l2, ray_l2, strict=True)):.2e}")
 
