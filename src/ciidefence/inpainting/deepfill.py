@@ -83,7 +83,7 @@ class DeepFillConfig:
 
 class _ELU(nn.Module):
     """ELU written as ``relu(x) + exp(min(x, 0)) - 1``: equal to ``nn.ELU`` within 3e-7, and 3 times faster
-    than torch's own CPU kernel (benchmarks/bench_purify.py)."""
+    than torch's own CPU kernel (docs/RESULTS.md, issue 12's speed)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x) + x.clamp(max=0).exp() - 1
