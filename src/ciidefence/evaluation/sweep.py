@@ -218,11 +218,10 @@ def plot_pareto(points: list[Score], path: Path, chosen: dict[str, Score] | None
     names_by_point: dict[str, list[str]] = {}
     for name, point in (chosen or {}).items():  # two strengths may be one point
         names_by_point.setdefault(point.label, []).append(name)
-    for label, names in names_by_point.items():
+    for number, names in enumerate(names_by_point.values()):
         point = (chosen or {})[names[0]]
         axis.scatter(100 * point.clean, 100 * point.mean_robust, marker="*", s=200, color="gold",
-                     edgecolors="black", linewidths=0.8, zorder=3,
-                     label="operating points" if label == next(iter(names_by_point)) else None)
+                     edgecolors="black", linewidths=0.8, zorder=3, label="operating points" if number == 0 else None)
         axis.annotate(" = ".join(names), (100 * point.clean, 100 * point.mean_robust), fontsize=8,
                       fontweight="bold", xytext=(6, -10), textcoords="offset points")
     undefended = next((p for p in points if p.defence == "none"), None)

@@ -309,9 +309,8 @@ def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepF
         placed = [(index, top + margin, left + margin) for index, top, left, window, _ in windows if window == side]
         holes = [padded_masks[index, :, top : top + side, left : left + side] for index, top, left in placed]
         crops = [padded[index, :, top : top + side, left : left + side] for index, top, left in placed]
-        channels_last = torch.channels_last  # oneDNN's fast layout; the same values
-        filled = model(torch.stack(crops).contiguous(memory_format=channels_last),
-                       torch.stack(holes).contiguous(memory_format=channels_last))
+        filled = model(torch.stack(crops).contiguous(memory_format=torch.channels_last),  # oneDNN's fast layout
+                       torch.stack(holes).contiguous(memory_format=torch.channels_last))
         for (index, top, left), crop, hole in zip(placed, filled, holes, strict=True):
             region = canvas[index, :, top : top + side, left : left + side]
             canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
