@@ -14,7 +14,9 @@ from ciidefence.inpainting.deepfill import (
     DeepFill,
     DeepFillConfig,
     contextual_attention,
+    export_deepfill,
     hole_windows,
+    hole_windows_torch,
     inpaint_with_network,
     load_deepfill,
     save_deepfill,
@@ -176,3 +178,66 @@ def test_a_holes_fill_does_not_depend_on_the_other_holes_in_the_batch():
     together = inpaint_with_network(images, masks, model)
     assert torch.allclose(together[:1], alone, atol=1e-5)
     assert window_side(70) == 168 and window_side(9) == 32 and window_side(17) == 52
+
+
+def _boxes(seed: int, count: int, size: int = 96) -> torch.Tensor:
+    """Masks of a few square boxes, some touching each other or the edge, as CIIDefence makes them."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(count, size, size, dtype=torch.bool)
+    for index in range(count):
+        for _ in range(4):
+            half = int(torch.randint(2, 9, (1,), generator=generator))
+            row, col = (int(v) for v in torch.randint(0, size, (2,), generator=generator))
+            masks[index, max(row - half, 0) : row + half + 1, max(col - half, 0) : col + half + 1] = True
+    return masks
+
+
+def test_the_torch_window_finder_agrees_with_scipys():
+    masks = _boxes(0, 6)
+    masks[0, 0:5, 0:5] = True  # a hole in a corner
+    masks[1, 40:50, 40:42] = True
+    masks[1, 49:51, 42:60] = True  # an L-shaped hole
+    masks[2] = False  # an image with no hole
+    assert hole_windows_torch(masks) == hole_windows(masks)
+    assert len(hole_windows(masks)) > 10
+
+
+def test_a_fill_does_not_depend_on_what_was_in_the_hole():
+    model = DeepFill(DeepFillConfig(width=8))
+    torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)
+    masks = _boxes(1, 3)
+    masks[:, 0:9, 30:39] = True  # at the edge, where the window reaches past the image
+    images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    erased = torch.where(masks[:, None], 0.0, images)
+    assert torch.equal(inpaint_with_network(images, masks, model), inpaint_with_network(erased, masks, model))
+
+
+def test_the_exported_model_fills_as_the_deepfill_inpainter_does(tmp_path):
+    from ciidefence.inpainting import inpaint
+
+    model = DeepFill(DeepFillConfig(width=8))
+    torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)
+    save_deepfill(model, tmp_path / "m.safetensors")
+    export_deepfill(tmp_path / "m.pt", tmp_path / "m.safetensors")
+    masks = _boxes(2, 3)
+    images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    exported = inpaint(images, masks, "learned", model_path=tmp_path / "m.pt")
+    eager = inpaint(images, masks, "deepfill", model_path=tmp_path / "m.safetensors")
+    assert not torch.equal(exported, images)
+    assert torch.allclose(exported, eager, atol=1e-5)
+
+
+def test_the_export_command_writes_the_shipped_model_and_refuses_bad_weights(tmp_path):
+    from ciidefence.inpainting import inpaint
+
+    command = [sys.executable, "-m", "ciidefence.cli.main", "export-inpainter", "--out", str(tmp_path / "m.pt")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    masks = _boxes(3, 2)
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(inpaint(images, masks, "learned", model_path=tmp_path / "m.pt"),
+                          inpaint(images, masks, "deepfill"), atol=1e-5)
+    bad = subprocess.run([*command, "--weights", str(tmp_path / "missing.safetensors")], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "no such inpainter file" in bad.stderr

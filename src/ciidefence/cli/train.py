@@ -1,4 +1,4 @@
-"""``ciid train-inpainter``: train the DeepFill-style inpainter on a folder of images."""
+"""``ciid train-inpainter`` and ``ciid export-inpainter``: train the DeepFill-style inpainter, export it."""
 
 from __future__ import annotations
 
@@ -59,4 +59,23 @@ def train_inpainter(data, out_path, steps, batch_size, width, coarse, learning_r
         last = history[-1]
         say("step {step}: masked PSNR ".format(**last) + ", ".join(
             f"w={w} {last[f'psnr_w{w}']:.2f} dB (harmonic {last[f'harmonic_w{w}']:.2f})" for w in (4, 8, 12, 16)))
+    warn(f"wrote {Path(out_path)}")
+
+
+@click.command("export-inpainter")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="TorchScript file to write (.pt), for --inpainter learned --inpainter-model OUT.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Weights from train-inpainter [default: the shipped ones].")
+@report_errors
+def export_inpainter(out_path, weights) -> None:
+    """Write the DeepFill-style inpainter as TorchScript, LaMa's export convention: model(image, mask) -> image.
+
+    The file runs without ciidefence (torch.jit.load) and, in the learned
+    slot, fills as --inpainter deepfill does on images whose sides are
+    multiples of 8.
+    """
+    from ..inpainting.deepfill import export_deepfill
+
+    export_deepfill(out_path, weights)
     warn(f"wrote {Path(out_path)}")

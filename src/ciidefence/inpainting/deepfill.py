@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .harmonic import inpaint_harmonic
+from .harmonic import harmonic_fill
 
 COARSE_STAGES = ("harmonic", "network")
 SHIPPED_MODEL = "deepfill.safetensors"
@@ -152,7 +152,7 @@ def contextual_attention(
     for index in range(batch):
         image = features[index : index + 1]
         patches = F.unfold(image, patch, padding=pad).transpose(1, 2).reshape(height * width, channels, patch, patch)
-        norms = patches.flatten(1).norm(dim=1).clamp(min=1e-4)
+        norms = patches.flatten(1).norm(p=2, dim=1).clamp(min=1e-4)
         scores = F.conv2d(image, patches / norms[:, None, None, None], padding=pad)  # (1, hw, h, w)
         if propagation > 1:
             scores = _propagate(scores, height, width, propagation)
@@ -188,12 +188,17 @@ class DeepFill(nn.Module):
     config : DeepFillConfig, optional
     """
 
+    __jit_ignored_attributes__ = ["config"]  # TorchScript reads the plain copies below
+
     def __init__(self, config: DeepFillConfig | None = None) -> None:
         super().__init__()
         self.config = config or DeepFillConfig()
+        self.harmonic_coarse = self.config.coarse == "harmonic"
+        self.patch, self.softmax_scale, self.propagation = (self.config.patch, self.config.softmax_scale,
+                                                            self.config.propagation)
         width = self.config.width
-        if self.config.coarse == "network":
-            self.coarse = nn.Sequential(_encoder(5, width), _dilated(width), _decoder(4 * width, width))
+        self.coarse = nn.Sequential() if self.harmonic_coarse else nn.Sequential(
+            _encoder(5, width), _dilated(width), _decoder(4 * width, width))
         self.dilated_branch = nn.Sequential(_encoder(4, width), _dilated(width))
         self.attention_encoder = _encoder(4, width)
         self.attention_after = nn.Sequential(_conv(4 * width, 4 * width), _conv(4 * width, 4 * width))
@@ -204,8 +209,8 @@ class DeepFill(nn.Module):
 
     def coarse_fill(self, images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """The first fill, ``(B, 3, H, W)`` in [0, 1]."""
-        if self.config.coarse == "harmonic":
-            return inpaint_harmonic(images, hole[:, 0] > 0.5, crop_to_holes=False)
+        if self.harmonic_coarse:
+            return harmonic_fill(images, hole > 0.5)
         inputs = torch.cat([(images * 2 - 1) * (1 - hole), torch.ones_like(hole), hole], dim=1)
         delta = self.coarse(inputs)
         base = images * (1 - hole) + 0.5 * hole
@@ -231,8 +236,8 @@ class DeepFill(nn.Module):
         inputs = torch.cat([coarse * 2 - 1, hole], dim=1)
         small_hole = F.max_pool2d(hole, 4)
         dilated = self.dilated_branch(inputs)
-        attended = contextual_attention(self.attention_encoder(inputs), small_hole, self.config.patch,
-                                        self.config.softmax_scale, self.config.propagation)
+        attended = contextual_attention(self.attention_encoder(inputs), small_hole, self.patch, self.softmax_scale,
+                                        self.propagation)
         merged = torch.cat([dilated, self.attention_after(attended)], dim=1)
         refined = (coarse + self.decoder(merged)).clamp(0, 1)
         return hole * refined + (1 - hole) * images
@@ -246,21 +251,32 @@ MAX_CONTEXT = 48
 square of the window's area, so a large hole (several boxes run together) gets less than three times its side."""
 
 
-def window_side(hole_side: int, minimum: int = 32) -> int:
+def window_side(hole_side: int, minimum: int = 32, max_context: int = MAX_CONTEXT) -> int:
     """The side of the square window around a hole of side ``hole_side``, a multiple of 4.
 
     Three times the hole's side (the context the network is trained with), at
-    least ``minimum`` and at most the hole plus :data:`MAX_CONTEXT` each side.
+    least ``minimum`` and at most the hole plus ``max_context`` each side.
     """
-    side = max(minimum, min(3 * hole_side, hole_side + 2 * MAX_CONTEXT))
+    side = max(minimum, min(3 * hole_side, hole_side + 2 * max_context))
     return side + -side % 4
 
 
-def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int, int, int, int]]:
-    """Square windows around each connected hole: ``(image, top, left, side, side)``.
+Window = tuple[int, int, int, int]
+"""``(image, top, left, side)``: a square window around one hole of one image of a batch."""
 
-    Each window is centred on a hole, with the side :func:`window_side`
-    gives; windows may reach past the image (the caller pads).
+
+def _window(index: int, top: int, bottom: int, left: int, right: int, minimum: int) -> Window:
+    """The window centred on a hole whose bounding box is rows ``top:bottom``, columns ``left:right``."""
+    side = window_side(max(bottom - top, right - left), minimum)
+    return (index, (top + bottom - side) // 2, (left + right - side) // 2, side)
+
+
+def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[Window]:
+    """A square window around each connected (4-connected) hole, with the side :func:`window_side` gives.
+
+    Windows are listed image by image, each image's holes in the raster
+    order of their first pixel; they may reach past the image (the caller
+    pads). :func:`hole_windows_torch` finds the same windows in torch alone.
     """
     from scipy import ndimage
 
@@ -268,22 +284,110 @@ def hole_windows(masks: torch.Tensor, minimum: int = 32) -> list[tuple[int, int,
     for index, mask in enumerate(masks.detach().cpu().numpy()):
         labels, _ = ndimage.label(mask)
         for found in ndimage.find_objects(labels):
-            if found is None:
-                continue
-            rows, cols = found
-            window = window_side(max(rows.stop - rows.start, cols.stop - cols.start), minimum)
-            top = (rows.start + rows.stop - window) // 2
-            left = (cols.start + cols.stop - window) // 2
-            windows.append((index, top, left, window, window))
+            if found is not None:
+                rows, cols = found
+                windows.append(_window(index, rows.start, rows.stop, cols.start, cols.stop, minimum))
     return windows
+
+
+def hole_windows_torch(masks: torch.Tensor, minimum: int = 32) -> list[Window]:
+    """:func:`hole_windows` without scipy, so that the exported model scripts; the same windows in the same order.
+
+    Each hole pixel takes the smallest raster index among its 4-neighbours
+    until nothing changes, so a hole ends up numbered by its first pixel
+    (as ``scipy.ndimage.label`` orders them). The work is confined to the
+    bounding box of each image's holes, and takes as many passes as the
+    longest path inside a hole.
+    """
+    windows: list[Window] = []
+    for index in range(masks.shape[0]):
+        mask = masks[index]
+        if not bool(mask.any()):
+            continue
+        rows = mask.any(dim=1).nonzero()[:, 0]
+        cols = mask.any(dim=0).nonzero()[:, 0]
+        top, left = int(rows[0]), int(cols[0])
+        box = mask[top : int(rows[-1]) + 1, left : int(cols[-1]) + 1]
+        height, width = box.shape[0], box.shape[1]
+        unlabelled = height * width
+        labels = torch.where(box, torch.arange(unlabelled, device=box.device).reshape(height, width), unlabelled)
+        while True:
+            padded = F.pad(labels, [1, 1, 1, 1], value=float(unlabelled))
+            neighbours = torch.minimum(torch.minimum(padded[:-2, 1:-1], padded[2:, 1:-1]),
+                                       torch.minimum(padded[1:-1, :-2], padded[1:-1, 2:]))
+            grown = torch.where(box, torch.minimum(labels, neighbours), unlabelled)
+            if torch.equal(grown, labels):
+                break
+            labels = grown
+        found = torch.unique(labels[box])  # sorted: the raster order of each hole's first pixel
+        for number in range(found.shape[0]):
+            pixels = (labels == found[number]).nonzero()
+            windows.append(_window(index, top + int(pixels[:, 0].min()), top + int(pixels[:, 0].max()) + 1,
+                                   left + int(pixels[:, 1].min()), left + int(pixels[:, 1].max()) + 1, minimum))
+    return windows
+
+
+class WindowedDeepFill(nn.Module):
+    """The network applied to a window around each hole: ``model(image, mask) -> image``.
+
+    ``forward`` follows the convention of the ``learned`` inpainter slot
+    (LaMa's TorchScript exports): ``image`` ``(B, 3, H, W)`` in [0, 1],
+    ``mask`` ``(B, 1, H, W)`` float, 1 where pixels are missing. It finds
+    the windows in torch alone, so the module scripts (:func:`export_deepfill`).
+
+    Parameters
+    ----------
+    network : DeepFill
+    """
+
+    def __init__(self, network: DeepFill) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        holes = mask[:, 0] > 0.5
+        return self.fill(image, holes, hole_windows_torch(holes))
+
+    def fill(self, images: torch.Tensor, masks: torch.Tensor, windows: list[Window]) -> torch.Tensor:
+        """Inpaint ``images`` (``(B, 3, H, W)``) where ``masks`` (``(B, H, W)`` bool) is True, one network call
+        per window side over all the windows of that side; see :func:`inpaint_with_network`."""
+        if len(windows) == 0:
+            return images
+        margin = max([window[3] for window in windows])
+        padded = F.pad(images, [margin, margin, margin, margin], mode="replicate")
+        # replicated like the images, so that a hole at the edge stays a hole in the border it is copied into
+        padded_masks = F.pad(masks[:, None].to(images.dtype), [margin, margin, margin, margin], mode="replicate")
+        canvas = padded.clone()
+        sides: list[int] = []
+        for window in windows:
+            if window[3] not in sides:
+                sides.append(window[3])
+        for side in sorted(sides):
+            placed: list[tuple[int, int, int]] = []
+            crops: list[torch.Tensor] = []
+            holes: list[torch.Tensor] = []
+            for index, top, left, window_side_ in windows:
+                if window_side_ == side:
+                    top, left = top + margin, left + margin
+                    placed.append((index, top, left))
+                    crops.append(padded[index, :, top : top + side, left : left + side])
+                    holes.append(padded_masks[index, :, top : top + side, left : left + side])
+            filled = self.network(torch.stack(crops).contiguous(memory_format=torch.channels_last),  # oneDNN's
+                                  torch.stack(holes).contiguous(memory_format=torch.channels_last))  # fast layout
+            for number, (index, top, left) in enumerate(placed):
+                region = canvas[index, :, top : top + side, left : left + side]
+                canvas[index, :, top : top + side, left : left + side] = torch.where(holes[number] > 0,
+                                                                                      filled[number], region)
+        output = canvas[:, :, margin : canvas.shape[2] - margin, margin : canvas.shape[3] - margin]
+        return torch.where(masks[:, None], output, images)
 
 
 def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepFill) -> torch.Tensor:
     """Inpaint each hole with ``model`` on a window around it, batched over the windows of each size.
 
-    A hole's fill depends on its own window only, not on the other holes or
-    images in the batch. Where windows overlap, the larger window's fill of a
-    shared hole is kept.
+    A hole's fill depends on its own image only, not on the other images in
+    the batch. Where windows overlap, the larger window's fill of a shared
+    hole is kept; between windows of one size, the later one's.
 
     Parameters
     ----------
@@ -298,24 +402,24 @@ def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepF
     torch.Tensor
         ``(B, 3, H, W)``, equal to ``images`` outside the masks; differentiable in ``images``.
     """
-    windows = hole_windows(masks)
-    if not windows:
-        return images
-    margin = max(window[3] for window in windows)
-    padded = F.pad(images, (margin,) * 4, mode="replicate")
-    padded_masks = F.pad(masks[:, None].to(images.dtype), (margin,) * 4)
-    canvas = padded.clone()
-    for side in sorted({window[3] for window in windows}):
-        placed = [(index, top + margin, left + margin) for index, top, left, window, _ in windows if window == side]
-        holes = [padded_masks[index, :, top : top + side, left : left + side] for index, top, left in placed]
-        crops = [padded[index, :, top : top + side, left : left + side] for index, top, left in placed]
-        filled = model(torch.stack(crops).contiguous(memory_format=torch.channels_last),  # oneDNN's fast layout
-                       torch.stack(holes).contiguous(memory_format=torch.channels_last))
-        for (index, top, left), crop, hole in zip(placed, filled, holes, strict=True):
-            region = canvas[index, :, top : top + side, left : left + side]
-            canvas[index, :, top : top + side, left : left + side] = torch.where(hole > 0, crop, region)
-    output = canvas[..., margin:-margin, margin:-margin]
-    return torch.where(masks[:, None], output, images)
+    return WindowedDeepFill(model).fill(images, masks, hole_windows(masks))
+
+
+def export_deepfill(out: str | os.PathLike, path: str | os.PathLike | None = None) -> None:
+    """Write the inpainter in ``path`` (default: the shipped one) as TorchScript for ``--inpainter learned``.
+
+    The exported model fills exactly as ``--inpainter deepfill`` does on
+    images whose sides are multiples of 8; on other sizes the ``learned``
+    slot reflect-pads the image and the mask, and a hole at the bottom or
+    right edge then meets its mirror image, which changes its window.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # TorchScript is the format of the learned slot (LaMa's exports)
+        warnings.filterwarnings("ignore", "`torch.jit", FutureWarning)
+        scripted = torch.jit.script(WindowedDeepFill(load_deepfill(path)))
+        with open(out, "wb") as handle:  # an unwritable path is an OSError, as for every file we write
+            torch.jit.save(scripted, handle)
 
 
 # --- weights ---------------------------------------------------------------------------------------------

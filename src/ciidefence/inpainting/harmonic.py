@@ -14,15 +14,35 @@ def _push_pull(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Fill where ``weights`` is 0 from ever coarser averages of the known values.
 
     ``values`` are premultiplied by ``weights`` (the known share of each pixel).
+    Written as two loops, down the pyramid and back up, so that it scripts.
     """
+    levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (known, alpha, complete) per level
     known = values / weights.clamp(min=1e-6)
     complete = (weights > 0).flatten(1).all(dim=1)  # per image, so that no image's fill depends on another's
-    if bool(complete.all()) or min(values.shape[-2:]) <= 1:
-        return known
-    coarse = _push_pull(F.avg_pool2d(values, 2, ceil_mode=True), F.avg_pool2d(weights, 2, ceil_mode=True))
-    up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
-    alpha = weights.clamp(0, 1)
-    return torch.where(complete[:, None, None, None], known, alpha * known + (1 - alpha) * up)
+    while not bool(complete.all()) and min(values.shape[-2], values.shape[-1]) > 1:
+        levels.append((known, weights.clamp(0, 1), complete))
+        values = F.avg_pool2d(values, 2, ceil_mode=True)
+        weights = F.avg_pool2d(weights, 2, ceil_mode=True)
+        known = values / weights.clamp(min=1e-6)
+        complete = (weights > 0).flatten(1).all(dim=1)
+    filled = known
+    for level in range(len(levels) - 1, -1, -1):
+        known, alpha, complete = levels[level]
+        up = F.interpolate(filled, size=[known.shape[-2], known.shape[-1]], mode="bilinear", align_corners=False)
+        filled = torch.where(complete[:, None, None, None], known, alpha * known + (1 - alpha) * up)
+    return filled
+
+
+def harmonic_fill(images: torch.Tensor, holes: torch.Tensor, iterations: int = 20) -> torch.Tensor:
+    """:func:`inpaint_harmonic` on whole images, with ``holes`` ``(B, 1, H, W)`` bool; scriptable, and each
+    image's fill is the same whatever the batch."""
+    weights = (~holes).to(images.dtype)
+    filled = torch.where(holes, _push_pull(images * weights, weights), images)
+    for _ in range(iterations):
+        padded = F.pad(filled, (1, 1, 1, 1), mode="replicate")
+        average = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
+        filled = torch.where(holes, average, images)
+    return filled.clamp(0, 1)
 
 
 def inpaint_harmonic(images: torch.Tensor, masks: torch.Tensor, iterations: int = 20,
@@ -65,14 +85,6 @@ def inpaint_harmonic(images: torch.Tensor, masks: torch.Tensor, iterations: int 
         rows, cols = hole_box(masks.any(dim=0).cpu().numpy(), MARGIN)
     else:
         rows, cols = slice(None), slice(None)
-    crop = images[..., rows, cols]
-    hole = masks[:, None, rows, cols]
-    weights = (~hole).to(images.dtype)
-    filled = torch.where(hole, _push_pull(crop * weights, weights), crop)
-    for _ in range(iterations):
-        padded = F.pad(filled, (1, 1, 1, 1), mode="replicate")
-        average = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
-        filled = torch.where(hole, average, crop)
     output = images.clone()
-    output[..., rows, cols] = filled.clamp(0, 1)
+    output[..., rows, cols] = harmonic_fill(images[..., rows, cols], masks[:, None, rows, cols], iterations)
     return output
