@@ -90,6 +90,13 @@ def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
     assert cells[("none", "pgd", "4/255", "graybox")]["accuracy"] <= cells[("none", "clean", "-", "clean")]["accuracy"]
     for name in ("summary.md", "summary.csv", "accuracy_vs_eps.png", "config.json"):
         assert (out / name).stat().st_size > 0
+    # the paper's convention beside ours: only the images the undefended model gets right, attacks in rows
+    labels = dict(line.split(",")[:2] for line in (data_dir / "labels.csv").read_text().splitlines()[1:])
+    right = {r[0] for r in rows if r[5] == "clean" and r[1] == "none" and r[6] == int(labels[r[0]])}
+    paper = (out / "summary.md").read_text().split("laid out as Pixel Deflection's Table 1")[1].split("\n## ")[0]
+    assert f"Only the {len(right)} of 4 images" in paper
+    assert "| attack | none | ciid |" in paper and "| clean | 100.0% |" in paper
+    assert "| FGSM 4/255 graybox (nl2 0.0" in paper
 
     for name in ("summary.md", "summary.json"):
         (out / name).unlink()

@@ -392,6 +392,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
         table, run.images, checks_of_convergence)
     lines += ["", *convergence_markdown(checks_of_convergence)]
+    lines += ["", *paper_layout(cells(rows, "paper"), rows)]
     lines += ["", "## Top-1 accuracy of each defence", "",
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
               "| median L2 | median normalised L2 | median L-inf | defence ms/img | images |",
@@ -477,6 +478,34 @@ def at_a_glance(table: list[Cell], total: int | None = None,
     images = sorted({c.images for c in values.values()})
     if images:
         lines += ["", f"n = {images[0]}" if len(images) == 1 else f"n = {images[0]} to {images[-1]} images per cell"]
+    return lines
+
+
+def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
+    """The table as Pixel Deflection's Table 1 lays it out: a row per attack with the median normalised L2 it
+    reached, a column per defence, and in each cell the share of the images the undefended model classifies
+    right that the defence keeps right (``table``: the cells of those images, :func:`cells` with ``"paper"``).
+
+    Where the defences of a row were attacked separately (BPDA), each cell gives its own median normalised L2.
+    """
+    clean = {r["image"] for r in rows if r["error"] is None and r["threat"] == "clean"}
+    right = {r["image"] for r in rows if r["error"] is None and r["threat"] == "clean" and r["pred_clean"] == r["label"]}
+    defences, columns, values, _ = pivot(table)
+    lines = ["## The paper's protocol, laid out as Pixel Deflection's Table 1", "",
+             f"Only the {len(right)} of {len(clean)} images the undefended model classifies right; each cell is "
+             "the share of them the defence classifies right (for the clean row: without an attack), with the "
+             "median normalised L2 ||x_adv - x|| / ||x|| of the adversarial images beside the attack.", "",
+             "| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
+    for index, column in enumerate(columns):
+        found = [values.get((defence, index)) for defence in defences]
+        distances = {round(c.median_nl2, 4) for c in found if c is not None and not math.isnan(c.median_nl2)}
+        shared = column == ("clean",) or len(distances) <= 1
+        title = _column_title(column)
+        if column != ("clean",) and shared and distances:
+            title += f" (nl2 {distances.pop():.4f})"
+        texts = ["n/a" if c is None else _percent(c.accuracy) + ("" if shared else f" (nl2 {c.median_nl2:.4f})")
+                 for c in found]
+        lines.append("| " + " | ".join([title, *texts]) + " |")
     return lines
 
 
