@@ -488,8 +488,9 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
 
     Where the defences of a row were attacked separately (BPDA), each cell gives its own median normalised L2.
     """
-    clean = {r["image"] for r in rows if r["error"] is None and r["threat"] == "clean"}
-    right = {r["image"] for r in rows if r["error"] is None and r["threat"] == "clean" and r["pred_clean"] == r["label"]}
+    unattacked = [r for r in rows if r["error"] is None and r["threat"] == "clean"]
+    clean = {r["image"] for r in unattacked}
+    right = {r["image"] for r in unattacked if r["pred_clean"] == r["label"]}
     defences, columns, values, _ = pivot(table)
     lines = ["## The paper's protocol, laid out as Pixel Deflection's Table 1", "",
              f"Only the {len(right)} of {len(clean)} images the undefended model classifies right; each cell is "
