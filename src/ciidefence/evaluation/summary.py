@@ -495,7 +495,8 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
     lines = ["## The paper's protocol, laid out as Pixel Deflection's Table 1", "",
              f"Only the {len(right)} of {len(clean)} images the undefended model classifies right; each cell is "
              "the share of them the defence classifies right (for the clean row: without an attack), with the "
-             "median normalised L2 ||x_adv - x|| / ||x|| of the adversarial images beside the attack.", "",
+             "median normalised L2 ||x_adv - x|| / ||x|| of the adversarial images beside the attack; † marks a "
+             "cell of fewer images (an unfinished run).", "",
              "| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
     for index, column in enumerate(columns):
         found = [values.get((defence, index)) for defence in defences]
@@ -504,8 +505,8 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
         title = _column_title(column)
         if column != ("clean",) and shared and distances:
             title += f" (nl2 {distances.pop():.4f})"
-        texts = ["n/a" if c is None else _percent(c.accuracy) + ("" if shared else f" (nl2 {c.median_nl2:.4f})")
-                 for c in found]
+        texts = ["n/a" if c is None else _percent(c.accuracy) + (" †" if c.images < len(right) else "")
+                 + ("" if shared else f" (nl2 {c.median_nl2:.4f})") for c in found]
         lines.append("| " + " | ".join([title, *texts]) + " |")
     return lines
 
