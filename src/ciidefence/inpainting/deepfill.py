@@ -366,8 +366,8 @@ class WindowedDeepFill(nn.Module):
             placed: list[tuple[int, int, int]] = []
             crops: list[torch.Tensor] = []
             holes: list[torch.Tensor] = []
-            for index, top, left, window_side_ in windows:
-                if window_side_ == side:
+            for index, top, left, own_side in windows:
+                if own_side == side:
                     top, left = top + margin, left + margin
                     placed.append((index, top, left))
                     crops.append(padded[index, :, top : top + side, left : left + side])
@@ -408,8 +408,8 @@ def inpaint_with_network(images: torch.Tensor, masks: torch.Tensor, model: DeepF
 def export_deepfill(out: str | os.PathLike, path: str | os.PathLike | None = None) -> None:
     """Write the inpainter in ``path`` (default: the shipped one) as TorchScript for ``--inpainter learned``.
 
-    The exported model fills exactly as ``--inpainter deepfill`` does on
-    images whose sides are multiples of 8; on other sizes the ``learned``
+    The exported model fills as ``--inpainter deepfill`` does (to float
+    rounding) on images whose sides are multiples of 8; on other sizes the ``learned``
     slot reflect-pads the image and the mask, and a hole at the bottom or
     right edge then meets its mirror image, which changes its window.
     """
