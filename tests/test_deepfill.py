@@ -1,5 +1,6 @@
 """The DeepFill-style inpainter: network, contextual attention, training and resume, BPDA through it."""
 
+import random
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import torch
 from ciidefence import CIIDefence, CIIDefenceConfig, purify
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.errors import CheckpointError, ConfigError
+from ciidefence.images import load_image
 from ciidefence.inpainting.deepfill import (
     DeepFill,
     DeepFillConfig,
@@ -22,7 +24,7 @@ from ciidefence.inpainting.deepfill import (
     save_deepfill,
     window_side,
 )
-from ciidefence.inpainting.training import Trainer, TrainingConfig
+from ciidefence.inpainting.training import DecodedImages, Trainer, TrainingConfig, sample_batch, training_images
 from conftest import REPO
 
 TRAINING = REPO.parent / "shared" / "data" / "inpainting-train"
@@ -114,6 +116,21 @@ def test_a_few_steps_lower_the_loss_and_a_killed_run_resumes(small_training_fold
                                                   resumed.model.state_dict().values(), strict=True))
     history = resumed.train(validate_every=5)
     assert resumed.state.step == 45 and history[-1]["step"] == 45
+
+
+def test_training_images_are_decoded_on_demand_within_a_memory_bound(small_training_folder, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(small_training_folder, folder)
+    (folder / "zz_truncated.jpg").write_bytes((folder / sorted(p.name for p in folder.iterdir())[0]).read_bytes()[:300])
+    paths = training_images(folder)
+    bound = 2 * load_image(paths[0]).numel() * 4
+    images = DecodedImages(paths, max_bytes=bound)
+    for index, path in enumerate(paths[:-1]):
+        assert torch.equal(images[index], load_image(path))
+        assert 0 < images.cached_bytes <= bound
+    assert images[len(paths) - 1] is None
+    crops, holes = sample_batch(images, 4, 24, 0, random.Random(0))
+    assert crops.shape == (24, 3, 32, 32) and holes.shape == (24, 1, 32, 32)
 
 
 def test_the_training_command_runs_and_refuses_bad_data(small_training_folder, tmp_path):

@@ -20,7 +20,8 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,22 +92,66 @@ def training_images(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+class DecodedImages(Sequence):
+    """Training images decoded on demand; the most recently used are kept, up to ``max_bytes`` of pixels.
+
+    A folder the size of ImageNet's training set does not fit in memory as
+    decoded float images, so none is decoded before it is drawn. A small
+    folder (the shipped model's 999 photographs, about 1 GB decoded) ends up
+    wholly cached, as if it had been loaded up front. ``images[i]`` is the
+    ``(3, H, W)`` image in [0, 1], or ``None`` where the file cannot be read.
+    """
+
+    def __init__(self, paths: Sequence[Path], max_bytes: int = 2 << 30) -> None:
+        self.paths, self.max_bytes = list(paths), max_bytes
+        self._cache: OrderedDict[int, torch.Tensor | None] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:  # type: ignore[override]
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        try:
+            image: torch.Tensor | None = load_image(self.paths[index])
+        except ImageError:
+            image = None
+        size = image.numel() * image.element_size() if image is not None else 0
+        while self._cache and self._bytes + size > self.max_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            self._bytes -= dropped.numel() * dropped.element_size() if dropped is not None else 0
+        self._cache[index] = image
+        self._bytes += size
+        return image
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+
+DRAWS_PER_CROP = 100
+"""Images drawn for one crop before a folder is declared unreadable."""
+
+
 def crop_side(half_width: int) -> int:
     """The crop side for a hole of half width ``w``: the window :func:`~.deepfill.hole_windows` puts around it."""
     return window_side(2 * half_width + 1)
 
 
-def sample_batch(images: list[torch.Tensor], half_width: int, count: int, extra_holes: int,
+def sample_batch(images: Sequence[torch.Tensor | None], half_width: int, count: int, extra_holes: int,
                  rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` crops around a ``2w + 1`` hole (jittered about the centre) with up to ``extra_holes`` more.
 
-    Returns crops ``(count, 3, S, S)`` and holes ``(count, 1, S, S)`` (1 = missing).
+    Images that are ``None`` (unreadable) are drawn again. Returns crops
+    ``(count, 3, S, S)`` and holes ``(count, 1, S, S)`` (1 = missing).
     """
     side = crop_side(half_width)
     box = 2 * half_width + 1
     crops, holes = [], []
     for _ in range(count):
-        image = images[rng.randrange(len(images))]
+        image = _draw(images, rng)
         height, width = image.shape[-2:]
         if min(height, width) < side:
             image = F.interpolate(image[None], scale_factor=side / min(height, width) + 1e-3, mode="bilinear",
@@ -128,6 +173,14 @@ def sample_batch(images: list[torch.Tensor], half_width: int, count: int, extra_
         crops.append(crop)
         holes.append(hole)
     return torch.stack(crops), torch.stack(holes)
+
+
+def _draw(images: Sequence[torch.Tensor | None], rng: random.Random) -> torch.Tensor:
+    for _ in range(DRAWS_PER_CROP):
+        image = images[rng.randrange(len(images))]
+        if image is not None:
+            return image
+    raise ConfigError(f"none of {DRAWS_PER_CROP} training images drawn in a row could be read")
 
 
 def discount_weights(holes: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -213,7 +266,7 @@ class Trainer:
         paths = training_images(data)
         held = min(config.validation_images, len(paths) // 5) or 1
         self.train_paths, self.validation_paths = paths[:-held], paths[-held:]
-        self.train_images = [image for image in map(self._load, self.train_paths) if image is not None]
+        self.train_images = DecodedImages(self.train_paths)
         self.validation = self._validation_set()
         torch.manual_seed(config.seed)
         self.model = DeepFill(model_config).to(device)
@@ -230,16 +283,9 @@ class Trainer:
         elif self.checkpoint_path.exists():
             raise ConfigError(f"{self.checkpoint_path} exists: pass --resume to continue that run, or remove it")
 
-    @staticmethod
-    def _load(path: Path) -> torch.Tensor | None:
-        try:
-            return load_image(path)
-        except ImageError:
-            return None
-
     def _validation_set(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fixed crops and holes (seeded) at w = 4, 8, 12 and 16 from the held-back images."""
-        images = [image for image in map(self._load, self.validation_paths) if image is not None]
+        images = DecodedImages(self.validation_paths)
         rng = random.Random(12345)
         return [sample_batch(images, w, 16, 0, rng) for w in (4, 8, 12, 16)]
 
