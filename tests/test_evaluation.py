@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -115,6 +116,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     killed = tmp_path / "killed"
     partial = evaluate_killed_after(data_dir, killed, options, rows=16)  # the clean rows and some attacked batches
     assert 16 < len(partial) < len(expected), "the run was not killed partway"
+
+    plan = evaluate(data_dir, killed, *options, "--resume", "--dry-run").stdout
+    left = [(line.split()[0], int(re.search(r"\((\d+) of 8 images left\)", line).group(1)))
+            for line in plan.splitlines() if "images left" in line]
+    assert [n for name, n in left if name == "clean"] == [0] and "estimated time left" in plan
+    assert 0 < sum(n for name, n in left if name == "pgd") < 16  # two budgets, partly written
 
     evaluate(data_dir, killed, *options, "--resume")
     assert table_rows(killed) == expected  # nothing lost, nothing duplicated, same outcomes

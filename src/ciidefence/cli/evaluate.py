@@ -168,7 +168,7 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
                 threads: int | None, report: str, cluster=None) -> None:
     """Check everything, then (unless a dry run) open the run folder, run (here, or on Ray with ``cluster``),
     and report. Shared by evaluate and sweep."""
-    from ..evaluation.runner import Evaluation, open_run, tqdm_progress
+    from ..evaluation.runner import Evaluation, open_run, open_written, tqdm_progress
 
     set_threads(threads)
     seed_everything(run_config.seed)
@@ -176,8 +176,13 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
     evaluations = [Evaluation(run_config, torch_device, progress=tqdm_progress, model=model)  # checks; writes nothing
                    for model in run_config.models]
     if dry_run:
-        for evaluation in evaluations:
-            _dry_run(evaluation, cluster)
+        written = open_written(run_dir, run_config) if resume else None
+        try:
+            for evaluation in evaluations:
+                _dry_run(evaluation, cluster, written)
+        finally:
+            if written is not None:
+                written.close()
         return
     with open_run(run_dir, run_config, resume) as store:
         if cluster is not None:
@@ -202,14 +207,23 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
         warn(f"results in {Path(run_dir) / 'results.sqlite'}; plot in {paths['pareto.png']}")
 
 
-def _dry_run(evaluation, cluster=None) -> None:
+def _dry_run(evaluation, cluster=None, written=None) -> None:
     """Print the experiments, their gradient evaluations, and a time estimate from a short measurement.
 
     With ``cluster`` (``--ray``), also the units, the core-hours and the wall
     time on the cluster's CPUs and on ``--workers`` actors, assuming the
-    measured per-image costs scale with cores.
+    measured per-image costs scale with cores. With ``written`` (the store of
+    a run being resumed), only what is left of each experiment is counted.
     """
+    from collections import Counter
+
     import torch
+
+    left: Counter[str] | None = None
+    if written is not None:
+        left = Counter()
+        for experiment, _, batch in evaluation.pending(written):
+            left[experiment.digest] += len(batch)
 
     images = len(evaluation.images)
     batch = evaluation.batches()[0]
@@ -243,12 +257,13 @@ def _dry_run(evaluation, cluster=None) -> None:
             steps *= experiment.eot
             per_step += cost[defence.digest]
         scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
-        seconds = images * (steps * per_step + scored)
+        todo = images if left is None else left[experiment.digest]
+        seconds = todo * (steps * per_step + scored)
         total += seconds
         click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
-                   f"~{_duration(seconds):>8s}")
-    click.echo(f"estimated total: {_duration(total)} (within about 10% on a 2-core CPU; attack costs vary with "
-               f"how fast images fall)")
+                   f"~{_duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)"))
+    click.echo(f"estimated {'total' if left is None else 'time left'}: {_duration(total)} (within about 10% on a "
+               f"2-core CPU; attack costs vary with how fast images fall)")
     if cluster is not None:
         from ..evaluation.cluster import cluster_cpus, connect
 

@@ -71,20 +71,41 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
     try:
         store = ResultStore(database)
         store.lock = lock
-        stored = store.get_meta("config")
-        if stored is None:
+        if store.get_meta("config") is None:
             store.set_meta("config", config.to_json())
             (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
-        elif not config.matches(stored):
-            store.close()
-            raise ConfigError(
-                f"{run_dir} was made by a different configuration; resume it with the same options "
-                f"(see {run_dir / CONFIG_FILE}) or choose another --out"
-            )
+        else:
+            _check_same_configuration(store, run_dir, config)
     except BaseException:
         lock.release()
         raise
     return store
+
+
+def open_written(run_dir: str | Path, config: RunConfig) -> ResultStore:
+    """Reopen a run folder to read what it has written, without its lock (a dry run beside the running run).
+
+    Raises
+    ------
+    ConfigError
+        If there is nothing to resume, or the folder holds a run of another configuration.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / RESULTS_FILE).exists():
+        raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
+    store = ResultStore(run_dir / RESULTS_FILE)
+    _check_same_configuration(store, run_dir, config)
+    return store
+
+
+def _check_same_configuration(store: ResultStore, run_dir: Path, config: RunConfig) -> None:
+    stored = store.get_meta("config")
+    if stored is not None and not config.matches(stored):
+        store.close()
+        raise ConfigError(
+            f"{run_dir} was made by a different configuration; resume it with the same options "
+            f"(see {run_dir / CONFIG_FILE}) or choose another --out"
+        )
 
 
 class Evaluation:
