@@ -9,6 +9,7 @@ GPU at batch 128; the floor is about 2: one pass for the CAMs, one for the
 decision), and peak memory.
 
     python benchmarks/bench_purify.py [--batch-sizes 1,32,128] [--device cpu|cuda] [--strength S] [--inpainter deepfill]
+        [--half-width W] [--inpainter-precision bfloat16]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import torch
 
 from ciidefence import STRENGTHS, load_classifier, purify, strength_config
+from ciidefence.inpainting import INPAINTER_PRECISIONS
 from common import classifier_views, sample_images
 
 
@@ -59,10 +61,13 @@ def main() -> None:
     parser.add_argument("--strength", choices=STRENGTHS, default="balanced")
     parser.add_argument("--inpainter", default=None, help="instead of the strength's, e.g. harmonic or deepfill")
     parser.add_argument("--half-width", type=int, default=None, help="instead of the strength's")
+    parser.add_argument("--inpainter-precision", choices=INPAINTER_PRECISIONS, default=None,
+                        help="instead of the strength's (float32): bfloat16 runs the deepfill network under autocast")
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier = load_classifier().to(device)
-    overrides = {"inpainter": args.inpainter, "half_width": args.half_width}
+    overrides = {"inpainter": args.inpainter, "half_width": args.half_width,
+                 "inpainter_precision": args.inpainter_precision}
     config = dataclasses.replace(strength_config(args.strength),
                                  **{name: value for name, value in overrides.items() if value is not None})
     sizes = [int(size) for size in args.batch_sizes.split(",")]

@@ -85,6 +85,7 @@ def test_explain_writes_a_figure(tmp_path, sample_paths):
     (["classify", "IMAGE", "--inpainter", "photoshop"], 2, "photoshop"),
     (["classify", "IMAGE", "--wavelet", "nope"], 2, "unknown wavelet 'nope'"),
     (["classify", "IMAGE", "--inpainter", "learned"], 2, "needs inpainter_model"),
+    (["classify", "IMAGE", "--inpainter", "telea", "--inpainter-precision", "bfloat16"], 2, "deepfill inpainter only"),
     (["classify", "IMAGE", "--model", "resnet50", "--checkpoint", "MISSING.pt"], 2, "no such checkpoint"),
     (["classify", "IMAGE", "--max-pixels", "1000"], 1, "more than the limit"),
     (["purify", "IMAGE"], 2, "--out"),

@@ -184,6 +184,34 @@ def test_the_shipped_weights_load_and_fill_better_than_a_constant(sample_paths, 
     assert masked_psnr(filled, views, holes) > masked_psnr(constant, views, holes) + 3
 
 
+def test_bfloat16_fills_like_float32_and_is_part_of_the_defences_identity(sample_paths, classifier):
+    from ciidefence import load_image
+    from ciidefence.defences.registry import defence_params
+    from ciidefence.inpainting import inpaint
+    from ciidefence.inpainting.training import masked_psnr
+
+    views = torch.cat([classifier.prepare(load_image(p)[None]) for p in sample_paths[:4]])
+    masks = torch.zeros(len(views), 224, 224, dtype=torch.bool)
+    masks[:, 100:117, 60:77] = True
+    masks[:, 0:17, 200:217] = True  # at the edge
+    exact = inpaint(views, masks, "deepfill")
+    fast = inpaint(views, masks, "deepfill", precision="bfloat16")
+    assert fast.dtype == torch.float32 and torch.equal(fast[~masks[:, None].expand_as(fast)],
+                                                       views[~masks[:, None].expand_as(views)])
+    holes = masks[:, None].float()
+    assert abs(masked_psnr(fast, views, holes) - masked_psnr(exact, views, holes)) < 0.1
+    assert 0 < (fast - exact).abs().max() < 0.1
+
+    default = CIIDefenceConfig()
+    assert "inpainter_precision" not in default.to_dict()  # digests of configurations from before it stay valid
+    bf16 = CIIDefenceConfig(inpainter_precision="bfloat16")
+    assert CIIDefenceConfig(**bf16.to_dict()) == bf16 and CIIDefenceConfig(**default.to_dict()) == default
+    assert defence_params("ciid", bf16) != defence_params("ciid", default)
+    for bad in ({"inpainter_precision": "float16"}, {"inpainter": "telea", "inpainter_precision": "bfloat16"}):
+        with pytest.raises(ConfigError, match="precision"):
+            CIIDefenceConfig(**bad)
+
+
 def test_a_holes_fill_does_not_depend_on_the_other_holes_in_the_batch():
     model = DeepFill(DeepFillConfig(width=8))
     torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)  # a network whose fill is not the coarse one

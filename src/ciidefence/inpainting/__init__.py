@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
 
 INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "deepfill", "learned")
+INPAINTER_PRECISIONS = ("float32", "bfloat16")
+"""Arithmetic of the deepfill network: plain float32, or bfloat16 under autocast."""
 DIFFERENTIABLE_INPAINTERS = ("harmonic", "deepfill")
 """Torch-native inpainters that gradients flow through (BPDA's ``inpainter`` approximation)."""
 
@@ -26,6 +28,7 @@ def inpaint(
     method: str = "telea",
     radius: float = 3.0,
     model_path: str | os.PathLike | None = None,
+    precision: str = "float32",
 ) -> torch.Tensor:
     """Inpaint with the backend named ``method`` (one of :data:`INPAINTERS`).
 
@@ -34,8 +37,11 @@ def inpaint(
     others run on the CPU. ``radius`` applies to the OpenCV backends;
     ``model_path`` to ``"learned"`` (a TorchScript file, required) and to
     ``"deepfill"`` (weights from ``ciid train-inpainter``; default: the
-    shipped ones).
+    shipped ones); ``precision`` (one of :data:`INPAINTER_PRECISIONS`) to
+    ``"deepfill"`` alone.
     """
+    if precision != "float32" and method != "deepfill":
+        raise ConfigError(f"precision {precision!r} applies to the deepfill inpainter only, not {method!r}")
     if method == "telea":
         from .opencv import inpaint_telea
 
@@ -55,7 +61,7 @@ def inpaint(
     if method == "deepfill":
         from .deepfill import inpaint_deepfill
 
-        return inpaint_deepfill(images, masks, model_path)
+        return inpaint_deepfill(images, masks, model_path, precision)
     if method == "learned":
         from .learned import inpaint_learned
 
@@ -80,6 +86,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = [
     "INPAINTERS",
+    "INPAINTER_PRECISIONS",
     "inpaint",
     "inpaint_biharmonic",
     "inpaint_harmonic",
