@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ciidefence import load_classifier, load_image
 from ciidefence.evaluation.data import load_dataset
-from ciidefence.inpainting import inpaint
+from ciidefence.inpainting import INPAINTER_PRECISIONS, inpaint
 from ciidefence.regions import class_activation_maps, select_regions
 
 INPAINTERS = ("telea", "navier-stokes", "biharmonic", "harmonic", "deepfill")
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--half-widths", default="4,8,12,16")
     parser.add_argument("--inpainters", default=",".join(INPAINTERS))
     parser.add_argument("--model", default=None, help="DeepFill weights [default: the shipped ones]")
+    parser.add_argument("--inpainter-precision", choices=INPAINTER_PRECISIONS, default="float32",
+                        help="arithmetic of the deepfill network")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", default=None, help="PNG with a few examples side by side")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -71,7 +73,8 @@ def main() -> None:
             for name in inpainters:
                 started = time.perf_counter()
                 with torch.no_grad():
-                    filled = inpaint(view, mask, name, 3.0, args.model if name == "deepfill" else None)
+                    filled = (inpaint(view, mask, name, 3.0, args.model, args.inpainter_precision)
+                              if name == "deepfill" else inpaint(view, mask, name, 3.0))
                 results[(name, w)]["ms"].append(1000 * (time.perf_counter() - started))
                 psnr, ssim = masked_scores(filled[0], view[0], mask[0])
                 results[(name, w)]["psnr"].append(psnr)
@@ -87,9 +90,10 @@ def main() -> None:
     summary = {name: {str(w): mean(name, w) for w in half_widths} for name in inpainters}
     if args.json:
         print(json.dumps({"data": str(Path(args.data)), "images": len(items), "half_widths": half_widths,
-                          "inpainters": summary}, indent=2))
+                          "deepfill_precision": args.inpainter_precision, "inpainters": summary}, indent=2))
     else:
-        print(f"{len(items)} images; mean masked PSNR (dB) / SSIM / ms per image at the 224 px view")
+        print(f"{len(items)} images; mean masked PSNR (dB) / SSIM / ms per image at the 224 px view; deepfill in "
+              f"{args.inpainter_precision}")
         print(f"{'inpainter':14s} " + " ".join(f"{'w=' + str(w):>22s}" for w in half_widths))
         for name in inpainters:
             cells = [summary[name][str(w)] for w in half_widths]
