@@ -19,7 +19,7 @@ from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
 from ciidefence.evaluation.summary import Cell, sanity_checks
-from conftest import BUNDLED_SAMPLE, SHARED_SAMPLE
+from conftest import BUNDLED_SAMPLE, REPO, SHARED_SAMPLE
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
 
@@ -123,8 +123,17 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     assert [n for name, n in left if name == "clean"] == [0] and "estimated time left" in plan
     assert 0 < sum(n for name, n in left if name == "pgd") < 16  # two budgets, partly written
 
+    archive = [sys.executable, str(REPO / "benchmarks" / "tables" / "archive.py")]
+    moved = tmp_path / "moved"  # packed into the repository, unpacked on another machine
+    for step in (["pack", killed, tmp_path / "packed"], ["unpack", tmp_path / "packed", moved]):
+        result = subprocess.run([*archive, *map(str, step)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert "Incomplete" in (tmp_path / "packed" / "summary.md").read_text()
+
     evaluate(data_dir, killed, *options, "--resume")
     assert table_rows(killed) == expected  # nothing lost, nothing duplicated, same outcomes
+    evaluate(data_dir, moved, *options, "--resume")
+    assert table_rows(moved) == expected
 
 
 def test_a_run_folder_is_never_overwritten(data_dir, tmp_path):
