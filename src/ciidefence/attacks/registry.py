@@ -165,7 +165,7 @@ ATTACKS: dict[str, AttackSpec] = {
                    lambda p: 6 * (p["nb_grads"] + 1)),
         AttackSpec("cw", "Carlini-Wagner L2", "2", False, True,
                    {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 2, "max_iter": 10,
-                    "initial_const": 0.01, "max_halving": 2, "max_doubling": 2}, _cw,
+                    "initial_const": 1.0, "max_halving": 2, "max_doubling": 2}, _cw,
                    lambda p: p["binary_search_steps"] * p["max_iter"]
                    * (1 + (p["max_halving"] + p["max_doubling"]) / 3)),
         AttackSpec("apgd-ce", "APGD-CE", "inf", True, True, {"max_iter": 20, "step_ratio": 2.0, "restarts": 1},
