@@ -250,6 +250,15 @@ def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
     iterative = checks["iterative attacks do at least as well as FGSM"]
     assert iterative.status == "FLAG" and "none/graybox/2/255" in iterative.detail
     assert "ciid" not in iterative.detail  # gray-box on a defended model did not target it
+    assert checks["minimum-norm attacks leave the undefended model at <= 5%"].status == "NOT RUN"
+
+    weak = [cell("none", "deepfool", None, "graybox", 0.02), cell("none", "cw", None, "graybox", 0.43),
+            cell("jpeg", "cw", None, "graybox", 0.90)]
+    minimum_norm = {c.name: c for c in sanity_checks(weak)}["minimum-norm attacks leave the undefended model at <= 5%"]
+    assert minimum_norm.status == "FLAG" and "cw/graybox: 43.0%" in minimum_norm.detail
+    assert "deepfool" not in minimum_norm.detail and "90" not in minimum_norm.detail
+    strong = {c.name: c for c in sanity_checks(weak[:1])}["minimum-norm attacks leave the undefended model at <= 5%"]
+    assert strong.status == "PASS"
     assert checks["undefended model falls to <= 1% under PGD-20 at 8/255"].status == "NOT RUN"
 
 

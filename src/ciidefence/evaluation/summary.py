@@ -228,7 +228,22 @@ def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool 
         "; ".join(weaker) + (" (possible gradient masking or a weak attack)" if weaker else "")
         if compared else "needs FGSM and an iterative L-inf attack at the same budget on the undefended model",
     ))
+
+    minimum_norm = [cell for cell in table if cell.defence == "none" and cell.in_table and cell.threat != "clean"
+                    and attacks_the_scored_model(cell) and cell.attack in ATTACKS and not ATTACKS[cell.attack].bounded]
+    left = [f"{cell.attack}/{cell.threat_label}: {cell.accuracy:.1%} of {cell.images}" for cell in minimum_norm
+            if cell.accuracy > MINIMUM_NORM_LEFT]
+    checks.append(Check(
+        f"minimum-norm attacks leave the undefended model at <= {MINIMUM_NORM_LEFT:.0%}",
+        "NOT RUN" if not minimum_norm else ("FLAG" if left else "PASS"),
+        "; ".join(left) + (": too weak to score defences with; raise its iterations or constant" if left else "")
+        if minimum_norm else "needs DeepFool or C&W on the undefended model",
+    ))
     return checks
+
+
+MINIMUM_NORM_LEFT = 0.05
+"""An attack without a budget (DeepFool, C&W) should fool nearly every image; above this share left it is too weak."""
 
 
 def _percent(value: float) -> str:
