@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..denoising import WAVELET_BACKENDS, check_shrinkage
 from ..errors import ConfigError
 from ..fusion import FUSIONS
-from ..inpainting import INPAINTER_PRECISIONS, INPAINTERS
+from ..inpainting import INPAINTERS, check_precision
 from ..regions import REGION_METHODS
 
 MAX_MASK_FRACTION = 0.5
@@ -97,12 +97,7 @@ class CIIDefenceConfig:
             raise ConfigError(f"unknown inpainter {self.inpainter!r}; choose one of: {', '.join(INPAINTERS)}")
         if self.inpainter == "learned" and not self.inpainter_model:
             raise ConfigError("inpainter 'learned' needs inpainter_model, a TorchScript file")
-        if self.inpainter_precision not in INPAINTER_PRECISIONS:
-            raise ConfigError(f"unknown inpainter precision {self.inpainter_precision!r}; "
-                              f"choose one of: {', '.join(INPAINTER_PRECISIONS)}")
-        if self.inpainter_precision != "float32" and self.inpainter != "deepfill":
-            raise ConfigError(f"inpainter precision {self.inpainter_precision!r} applies to the deepfill "
-                              f"inpainter only, not {self.inpainter!r}")
+        check_precision(self.inpainter, self.inpainter_precision)
         check_shrinkage(self.sigma, self.threshold)
         if self.wavelet_backend not in WAVELET_BACKENDS:
             raise ConfigError(f"unknown wavelet backend {self.wavelet_backend!r}; "

@@ -22,6 +22,16 @@ DIFFERENTIABLE_INPAINTERS = ("harmonic", "deepfill")
 """Torch-native inpainters that gradients flow through (BPDA's ``inpainter`` approximation)."""
 
 
+def check_precision(method: str, precision: str) -> None:
+    """Refuse a ``precision`` not in :data:`INPAINTER_PRECISIONS`, or other than float32 for any inpainter but
+    ``"deepfill"``, with a :class:`~ciidefence.errors.ConfigError`."""
+    if precision not in INPAINTER_PRECISIONS:
+        raise ConfigError(f"unknown inpainter precision {precision!r}; "
+                          f"choose one of: {', '.join(INPAINTER_PRECISIONS)}")
+    if precision != "float32" and method != "deepfill":
+        raise ConfigError(f"inpainter precision {precision!r} applies to the deepfill inpainter only, not {method!r}")
+
+
 def inpaint(
     images: torch.Tensor,
     masks: torch.Tensor,
@@ -40,8 +50,7 @@ def inpaint(
     shipped ones); ``precision`` (one of :data:`INPAINTER_PRECISIONS`) to
     ``"deepfill"`` alone.
     """
-    if precision != "float32" and method != "deepfill":
-        raise ConfigError(f"precision {precision!r} applies to the deepfill inpainter only, not {method!r}")
+    check_precision(method, precision)
     if method == "telea":
         from .opencv import inpaint_telea
 
@@ -87,6 +96,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 __all__ = [
     "INPAINTERS",
     "INPAINTER_PRECISIONS",
+    "check_precision",
     "inpaint",
     "inpaint_biharmonic",
     "inpaint_harmonic",

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from . import check_precision
 from .harmonic import harmonic_fill
 
 COARSE_STAGES = ("harmonic", "network")
@@ -482,11 +483,10 @@ def inpaint_deepfill(
     torch.Tensor
         ``(B, 3, H, W)`` in [0, 1], of ``images``' dtype; equal to ``images`` outside the masks.
     """
+    check_precision("deepfill", precision)
     model = _cached(str(model_path) if model_path is not None else None).to(images.device)
     if precision == "float32":
         return inpaint_with_network(images, masks, model)
-    if precision != "bfloat16":
-        raise ConfigError(f"unknown precision {precision!r}; choose float32 or bfloat16")
     with torch.autocast(images.device.type, dtype=torch.bfloat16):
         filled = inpaint_with_network(images, masks, model)
     return filled.to(images.dtype)
