@@ -18,7 +18,7 @@ from ciidefence import CIIDefence, ConfigError
 from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
-from ciidefence.evaluation.summary import Cell, sanity_checks
+from ciidefence.evaluation.summary import Cell, at_a_glance, pivot, sanity_checks
 from conftest import BUNDLED_SAMPLE, REPO, SHARED_SAMPLE
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
@@ -236,6 +236,19 @@ def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpo
     threat, _, approximation = threat.partition("-")
     return Cell("m", defence, "h", f"{attack}{eps}{threat}{purpose}", purpose, attack, params, eps, format_eps(eps),
                 threat, approximation or None, 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
+
+
+def test_one_attack_setting_run_with_two_parameter_sets_gets_two_columns():
+    old, new = '{"max_iter":20}', '{"max_iter":20,"version":2}'
+    table = [cell("none", "deepfool", None, "graybox", 0.084, old), cell("none", "deepfool", None, "graybox", 0.0, new),
+             cell("ciid", "deepfool", None, "graybox", 0.70, new), cell("none", "fgsm", 2 / 255, "graybox", 0.2)]
+    rows, columns, values, _ = pivot(table)
+    assert columns == [("deepfool", "-", "graybox", "no version"), ("deepfool", "-", "graybox", "version=2"),
+                       ("fgsm", "2/255", "graybox")]
+    assert values[("none", 0)].accuracy == 0.084 and values[("none", 1)].accuracy == 0.0
+    assert ("ciid", 0) not in values and values[("ciid", 1)].accuracy == 0.70
+    glance = "\n".join(at_a_glance(table))
+    assert "DeepFool graybox (no version)" in glance and "DeepFool graybox (version=2)" in glance
 
 
 def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():

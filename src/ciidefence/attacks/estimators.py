@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
+from torch import nn
 
 from ..models.base import Classifier
 
@@ -56,14 +57,40 @@ def art_estimator(
     with torch.no_grad():
         probe = torch.zeros(1, 3, classifier.input_size, classifier.input_size, device=device)
         num_classes = classifier(probe).shape[1]
+    return _estimator(classifier, (3, classifier.input_size, classifier.input_size), num_classes, preprocessors,
+                      device, eot_samples)
+
+
+class _ClassSubset(nn.Module):
+    """``model``'s outputs for ``classes`` only, in that order."""
+
+    def __init__(self, model: nn.Module, classes: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.classes.to(x.device)]
+
+
+def restricted_estimator(estimator: EOTPyTorchClassifier, classes: np.ndarray) -> EOTPyTorchClassifier:
+    """``estimator`` with only the outputs ``classes``: its network, preprocessing, clipping and EOT.
+
+    Output ``i`` of the result is ``estimator``'s output ``classes[i]``.
+    """
+    return _estimator(_ClassSubset(estimator.model, classes), estimator.input_shape, len(classes),
+                      estimator.preprocessing_defences, estimator.device, estimator.eot_samples)
+
+
+def _estimator(model: nn.Module, input_shape: tuple, num_classes: int, preprocessors: list | None,
+               device: torch.device, eot_samples: int) -> EOTPyTorchClassifier:
     return EOTPyTorchClassifier(
-        classifier,
+        model,
         loss=torch.nn.CrossEntropyLoss(),
-        input_shape=(3, classifier.input_size, classifier.input_size),
+        input_shape=input_shape,
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),
         preprocessing_defences=preprocessors,
         device_type="gpu" if device.type == "cuda" else "cpu",
         eot_samples=eot_samples,
     )
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -35,6 +35,9 @@ class AttackSpec:
     gradients : callable
         ``gradients(params) -> float``: gradient evaluations per image, roughly,
         for cost estimates.
+    fixed : dict
+        Parameters stored with every result to say which implementation made
+        it, each with why it cannot be changed.
     """
 
     name: str
@@ -45,6 +48,7 @@ class AttackSpec:
     defaults: dict
     build: Callable[..., Any]
     gradients: Callable[[dict], float]
+    fixed: dict = field(default_factory=dict)
 
 
 def _fgsm(norm):
@@ -90,9 +94,8 @@ class _OneImageAtATime:
     """Runs an ART attack image by image.
 
     ART's class gradients take one backward pass of the whole batch per
-    distinct class in it, so attacks built on them (DeepFool over the union of
-    every image's top ``nb_grads`` classes, Carlini-Wagner over each image's
-    own classes) cost about batch-size times more per image in batches.
+    distinct class in it, so attacks built on them (Carlini-Wagner, over each
+    image's own classes) cost about batch-size times more per image in batches.
     """
 
     def __init__(self, attack) -> None:
@@ -106,13 +109,46 @@ class _OneImageAtATime:
         ])
 
 
-def _deepfool(estimator, eps, p, batch):
-    from art.attacks.evasion import DeepFool
+class _DeepFool:
+    """ART's DeepFool, one image at a time, over each image's ``nb_grads`` most likely classes.
 
-    return _OneImageAtATime(DeepFool(
-        estimator, max_iter=p["max_iter"], epsilon=p["overshoot"], nb_grads=p["nb_grads"], batch_size=1,
-        verbose=False,
-    ))
+    ART 1.20's DeepFool, given fewer ``nb_grads`` than classes, subtracts the
+    wrong logit: that of the class whose number is the predicted class's
+    *position* in its subset of labels. Its steps then aim at the wrong
+    boundary, or are zero when that class is in the subset (5% of the sample
+    images were left unperturbed). Here ART sees an estimator with exactly
+    the image's top ``nb_grads`` outputs (the subset it would pick) and takes
+    its all-classes path, whose indexing is right.
+
+    Images the estimator already gets wrong (prediction other than ``y``) are
+    returned unchanged: they need no perturbation, and DeepFool, which moves
+    away from the predicted class, would often move them into the true one.
+    """
+
+    def __init__(self, estimator, params: dict) -> None:
+        self.estimator = estimator
+        self.params = params
+
+    def generate(self, x, y=None):
+        import numpy as np
+        from art.attacks.evasion import DeepFool
+
+        from .estimators import restricted_estimator
+
+        logits = self.estimator.predict(x, batch_size=1)
+        adversarial = x.copy()
+        for i in range(len(x)):
+            if y is not None and logits[i].argmax() != y[i]:
+                continue
+            classes = np.argsort(-logits[i], kind="stable")[: self.params["nb_grads"]]
+            attack = DeepFool(restricted_estimator(self.estimator, classes), max_iter=self.params["max_iter"],
+                              epsilon=self.params["overshoot"], nb_grads=len(classes), batch_size=1, verbose=False)
+            adversarial[i] = attack.generate(x[i : i + 1])[0]
+        return adversarial
+
+
+def _deepfool(estimator, eps, p, batch):
+    return _DeepFool(estimator, p)
 
 
 def _cw(estimator, eps, p, batch):
@@ -161,8 +197,10 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("pgd-l2", "PGD (L2)", "2", True, True, {**_ITERATIVE, "restarts": 0}, _pgd(2),
                    lambda p: p["max_iter"] * max(p["restarts"], 1)),
         AttackSpec("deepfool", "DeepFool", "2", False, True,
-                   {"max_iter": 20, "overshoot": 0.02, "nb_grads": 10}, _deepfool,
-                   lambda p: 6 * (p["nb_grads"] + 1)),
+                   {"max_iter": 20, "overshoot": 0.02, "nb_grads": 10, "version": 2}, _deepfool,
+                   lambda p: 6 * (p["nb_grads"] + 1),
+                   fixed={"version": "version 1 was ART 1.20's DeepFool as it is, which aims at the wrong class "
+                                     "boundary; only version 2 is built"}),
         AttackSpec("cw", "Carlini-Wagner L2", "2", False, True,
                    {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 2, "max_iter": 10,
                     "initial_const": 1.0, "max_halving": 2, "max_doubling": 2}, _cw,
@@ -188,11 +226,14 @@ def attack_spec(name: str) -> AttackSpec:
 
 def attack_params(name: str, overrides: dict[str, str | float] | None = None) -> dict:
     """The attack's parameters: its defaults with ``overrides`` applied and type-checked."""
-    params = dict(attack_spec(name).defaults)
+    spec = attack_spec(name)
+    params = dict(spec.defaults)
     for key, value in (overrides or {}).items():
         if key not in params:
             known = ", ".join(params) or "none"
             raise ConfigError(f"attack {name} has no parameter {key!r} (parameters: {known})")
+        if key in spec.fixed:
+            raise ConfigError(f"{name}.{key} cannot be changed: {spec.fixed[key]}")
         kind = type(params[key])
         try:
             params[key] = kind(value) if kind is not int else int(str(value), 10)

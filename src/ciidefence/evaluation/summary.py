@@ -439,11 +439,32 @@ def _column(cell: Cell) -> tuple:
     return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat_label)
 
 
+def _columns(table: list[Cell]) -> list[tuple]:
+    """Each cell's column: its attack setting, and where one setting was run with several sets of parameters,
+    the parameters that tell them apart (e.g. ``"initial_const=1.0"``)."""
+    found: dict[tuple, list[dict]] = defaultdict(list)
+    for c in table:
+        params = json.loads(c.attack_params)
+        if params not in found[_column(c)]:
+            found[_column(c)].append(params)
+    keys = []
+    for c in table:
+        variants = found[_column(c)]
+        if len(variants) == 1:
+            keys.append(_column(c))
+            continue
+        params = json.loads(c.attack_params)
+        differing = sorted({k for v in variants for k in v if any(v.get(k) != w.get(k) for w in variants)})
+        keys.append((*_column(c), ", ".join(f"{k}={params[k]}" if k in params else f"no {k}" for k in differing)))
+    return keys
+
+
 def _column_title(column: tuple) -> str:
     if column == ("clean",):
         return "clean"
-    attack, eps, threat = column
-    return " ".join(part for part in (ATTACKS[attack].title, eps if eps != "-" else "", threat) if part)
+    attack, eps, threat, *params = column
+    parts = (ATTACKS[attack].title, eps if eps != "-" else "", threat, *(f"({p})" for p in params))
+    return " ".join(part for part in parts if part)
 
 
 def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
@@ -457,13 +478,15 @@ def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
 
 
 def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, int], Cell], dict[str, float]]:
-    """Rows (defence labels), columns (``("clean",)`` or (attack, eps, threat)), cells by (row, column index),
-    and each row's defence ms/img. Sanity and convergence cells are left out."""
+    """Rows (defence labels), columns (``("clean",)`` or (attack, eps, threat), with the telling parameters where
+    one setting has several), cells by (row, column index), and each row's defence ms/img. Sanity and convergence
+    cells are left out."""
     table = [c for c in table if c.in_table]
-    columns = list(dict.fromkeys(_column(c) for c in table))
+    keys = _columns(table)
+    columns = list(dict.fromkeys(keys))
     labels = defence_labels(table)
     rows = list(dict.fromkeys(labels[(c.defence, c.defence_hash)] for c in table))
-    values = {(labels[(c.defence, c.defence_hash)], columns.index(_column(c))): c for c in table}
+    values = {(labels[(c.defence, c.defence_hash)], columns.index(key)): c for c, key in zip(table, keys, strict=True)}
     cost = defaultdict(list)
     for c in table:
         cost[labels[(c.defence, c.defence_hash)]].append(c.defence_ms)

@@ -1,0 +1,58 @@
+"""The attack registry's own wrappers around ART, on the real model and real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ciidefence import load_image
+from ciidefence.attacks import attack_params, attack_spec
+from ciidefence.attacks.estimators import art_estimator, restricted_estimator
+from ciidefence.errors import ConfigError
+from conftest import SHARED_SAMPLE
+
+# Lite0 gets it right with two close classes (logits 8.9 and 8.3); ART 1.20's
+# own DeepFool (nb_grads=10) returns it unperturbed.
+ALLIGATOR = ("n01698640_American_alligator.JPEG", 50)
+
+
+@pytest.fixture(scope="module")
+def estimator(classifier):
+    return art_estimator(classifier)
+
+
+def view(classifier, name: str) -> np.ndarray:
+    return classifier.prepare(load_image(SHARED_SAMPLE / name, view_side=classifier.view_side)[None]).numpy()
+
+
+def test_restricted_estimator_returns_the_chosen_outputs_and_their_gradients(classifier, estimator):
+    x = view(classifier, ALLIGATOR[0])
+    classes = np.array([49, 50, 6])
+    restricted = restricted_estimator(estimator, classes)
+    assert restricted.nb_classes == 3
+    np.testing.assert_allclose(restricted.predict(x), estimator.predict(x)[:, classes], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(restricted.class_gradient(x, label=2), estimator.class_gradient(x, label=6),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_deepfool_fools_an_image_with_a_close_second_class_by_a_small_step(classifier, estimator):
+    x = view(classifier, ALLIGATOR[0])
+    assert estimator.predict(x).argmax() == ALLIGATOR[1]
+    attack = attack_spec("deepfool").build(estimator, None, attack_params("deepfool"), 1)
+    adversarial = attack.generate(x, y=np.array([ALLIGATOR[1]]))
+    assert estimator.predict(adversarial).argmax() != ALLIGATOR[1]
+    assert 0 < np.linalg.norm(adversarial - x) / np.linalg.norm(x) < 0.005
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_deepfool_leaves_an_already_misclassified_image_unchanged(classifier, estimator):
+    x = view(classifier, ALLIGATOR[0])
+    wrong_label = np.array([ALLIGATOR[1] + 1])
+    attack = attack_spec("deepfool").build(estimator, None, attack_params("deepfool"), 1)
+    np.testing.assert_array_equal(attack.generate(x, y=wrong_label), x)
+
+
+def test_an_attacks_implementation_version_cannot_be_overridden():
+    assert attack_params("deepfool")["version"] == 2
+    with pytest.raises(ConfigError, match="deepfool.version cannot be changed"):
+        attack_params("deepfool", {"version": "1"})
