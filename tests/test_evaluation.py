@@ -249,6 +249,8 @@ def test_one_attack_setting_run_with_two_parameter_sets_gets_two_columns():
     assert ("ciid", 0) not in values and values[("ciid", 1)].accuracy == 0.70
     glance = "\n".join(at_a_glance(table))
     assert "DeepFool graybox (no version)" in glance and "DeepFool graybox (version=2)" in glance
+    minimum_norm = {c.name: c for c in sanity_checks(table)}["minimum-norm attacks leave the undefended model at <= 5%"]
+    assert minimum_norm.status == "FLAG" and minimum_norm.detail.startswith("deepfool/graybox (no version): 8.4%")
 
 
 def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():

@@ -231,7 +231,8 @@ def sanity_checks(table: list[Cell], config: dict | None = None, complete: bool 
 
     minimum_norm = [cell for cell in table if cell.defence == "none" and cell.in_table and cell.threat != "clean"
                     and attacks_the_scored_model(cell) and cell.attack in ATTACKS and not ATTACKS[cell.attack].bounded]
-    left = [f"{cell.attack}/{cell.threat_label}: {cell.accuracy:.1%} of {cell.images}" for cell in minimum_norm
+    left = [f"{cell.attack}/{cell.threat_label}{''.join(f' ({p})' for p in column[3:])}: {cell.accuracy:.1%} of "
+            f"{cell.images}" for cell, column in zip(minimum_norm, _columns(minimum_norm), strict=True)
             if cell.accuracy > MINIMUM_NORM_LEFT]
     checks.append(Check(
         f"minimum-norm attacks leave the undefended model at <= {MINIMUM_NORM_LEFT:.0%}",
