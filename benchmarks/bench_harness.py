@@ -1,11 +1,11 @@
 """Harness overhead: gray-box PGD-10 through the evaluation harness against a bare torch loop.
 
 Both attack the same images with the same model: L-inf PGD, eps 2/255, 10
-steps of eps/4, no random start (the harness's default PGD), batches of 8.
+steps of eps/4, no random start (``pgd.restarts=0``), batches of 8.
 The minimal loop is plain torch autograd; the harness is
 :class:`ciidefence.evaluation.Evaluation` with ART's PGD, writing every
 image's outcome to SQLite, exactly as ``ciid evaluate --defences none
---attacks pgd --eps 2/255 --no-sanity`` runs it. Prints seconds per image for
+--attacks pgd --attack-param pgd.restarts=0 --eps 2/255 --no-sanity`` runs it. Prints seconds per image for
 both, their ratio (issue target: at most 1.3), and both accuracies, which
 should agree.
 
@@ -76,6 +76,7 @@ def main() -> None:
     labels = labels.to(device)
     config = RunConfig(data=str(SAMPLE_DIR), labels=None, model="efficientnet_lite0", checkpoint=None,
                        random_weights=False, defences=("none",), ciid={}, attacks=("pgd",), eps=(EPS,),
+                       attack_overrides={"pgd": {"restarts": "0"}},
                        limit=args.limit, batch_size=BATCH, sanity=False)
     evaluation = Evaluation(config, device)
     for item in evaluation.images:

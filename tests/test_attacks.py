@@ -9,11 +9,13 @@ from ciidefence import load_image
 from ciidefence.attacks import attack_params, attack_spec
 from ciidefence.attacks.estimators import art_estimator, restricted_estimator
 from ciidefence.errors import ConfigError
+from ciidefence.randomness import global_seed
 from conftest import SHARED_SAMPLE
 
 # Lite0 gets it right with two close classes (logits 8.9 and 8.3); ART 1.20's
 # own DeepFool (nb_grads=10) returns it unperturbed.
 ALLIGATOR = ("n01698640_American_alligator.JPEG", 50)
+TENCH = ("n01440764_tench.JPEG", 0)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,29 @@ def test_an_attacks_implementation_version_cannot_be_overridden():
     assert attack_params("deepfool")["version"] == 2
     with pytest.raises(ConfigError, match="deepfool.version cannot be changed"):
         attack_params("deepfool", {"version": "1"})
+
+
+def attack_once(estimator, name, x, y, eps, **params):
+    attack = attack_spec(name).build(estimator, eps, attack_params(name, {k: str(v) for k, v in params.items()}), 2)
+    with global_seed(7):
+        return attack.generate(x, y=y)
+
+
+def test_pgd_starts_at_a_seeded_random_point_and_without_restarts_is_i_fgsm(classifier, estimator):
+    x, y = view(classifier, TENCH[0]), np.array([TENCH[1]])
+    i_fgsm = attack_once(estimator, "bim", x, y, 2 / 255)
+    np.testing.assert_allclose(attack_once(estimator, "pgd", x, y, 2 / 255, restarts=0), i_fgsm, atol=1e-6)
+    pgd = attack_once(estimator, "pgd", x, y, 2 / 255)
+    assert np.abs(pgd - i_fgsm).max() > 1 / 255
+    np.testing.assert_array_equal(attack_once(estimator, "pgd", x, y, 2 / 255), pgd)
+    assert np.abs(pgd - x).max() <= 2 / 255 + 1e-6
+
+
+def test_pgd_l2_with_a_random_start_keeps_each_images_own_budget(classifier, estimator):
+    x = np.concatenate([view(classifier, TENCH[0]), view(classifier, ALLIGATOR[0])])
+    y = np.array([TENCH[1], ALLIGATOR[1]])
+    budgets = np.array([0.01, 0.03]) * np.linalg.norm(x.reshape(2, -1), axis=1)
+    adversarial = attack_once(estimator, "pgd-l2", x, y, budgets.reshape(-1, 1, 1, 1))
+    norms = np.linalg.norm((adversarial - x).reshape(2, -1), axis=1)
+    assert np.all(norms <= budgets * 1.001) and np.all(norms >= budgets * 0.5)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1

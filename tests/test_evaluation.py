@@ -219,7 +219,7 @@ def test_art_preprocessor_forward_is_real_and_backward_is_the_approximation(clas
 
 
 def test_attack_parameters_and_budgets():
-    assert attack_params("pgd") == {"max_iter": 10, "step_ratio": 0.25, "restarts": 0}
+    assert attack_params("pgd") == {"max_iter": 10, "step_ratio": 0.25, "restarts": 1}
     assert attack_params("cw", {"binary_search_steps": "3"})["binary_search_steps"] == 3
     assert parse_eps("8/255") == pytest.approx(8 / 255) and format_eps(parse_eps("8/255")) == "8/255"
     assert parse_eps("2.5", upper=float("inf")) == 2.5

@@ -79,13 +79,20 @@ def _bim(estimator, eps, p, batch):
 
 
 def _pgd(norm):
+    """PGD (Madry et al. 2018): ``restarts`` random starts in the ball (0: from the clean image, which is I-FGSM)."""
+
     def build(estimator, eps, p, batch):
         from art.attacks.evasion import ProjectedGradientDescent
 
-        return ProjectedGradientDescent(
-            estimator, norm=norm, eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"],
-            num_random_init=p["restarts"], batch_size=batch, verbose=False,
-        )
+        def attack(budget):
+            return ProjectedGradientDescent(
+                estimator, norm=norm, eps=budget, eps_step=budget * p["step_ratio"], max_iter=p["max_iter"],
+                num_random_init=p["restarts"], batch_size=batch, verbose=False,
+            )
+
+        if norm == 2 and p["restarts"] > 0 and not isinstance(eps, float | int):
+            return _OneBudgetPerImage(attack, eps)
+        return attack(eps)
 
     return build
 
@@ -106,6 +113,28 @@ class _OneImageAtATime:
 
         return np.concatenate([
             self.attack.generate(x[i : i + 1], y=None if y is None else y[i : i + 1]) for i in range(len(x))
+        ])
+
+
+class _OneBudgetPerImage:
+    """Runs an ART attack image by image, each with its own scalar budget.
+
+    ART draws an L2 random start for a whole batch from one radius (its
+    ``random_sphere`` refuses one radius per image), so PGD-L2 with a random
+    start and per-image budgets (``--eps-nl2``) runs this way.
+    """
+
+    def __init__(self, attack, eps) -> None:
+        self.attack = attack
+        self.eps = eps
+
+    def generate(self, x, y=None):
+        import numpy as np
+
+        budgets = np.broadcast_to(np.asarray(self.eps, dtype=float).reshape(-1), (len(x),))
+        return np.concatenate([
+            self.attack(float(budgets[i])).generate(x[i : i + 1], y=None if y is None else y[i : i + 1])
+            for i in range(len(x))
         ])
 
 
@@ -192,10 +221,10 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("fgsm", "FGSM", "inf", True, False, {}, _fgsm("inf"), lambda p: 1),
         AttackSpec("fgsm-l2", "FGSM (L2)", "2", True, False, {}, _fgsm(2), lambda p: 1),
         AttackSpec("bim", "I-FGSM (BIM)", "inf", True, True, dict(_ITERATIVE), _bim, lambda p: p["max_iter"]),
-        AttackSpec("pgd", "PGD (L-inf)", "inf", True, True, {**_ITERATIVE, "restarts": 0}, _pgd("inf"),
+        AttackSpec("pgd", "PGD (L-inf)", "inf", True, True, {**_ITERATIVE, "restarts": 1}, _pgd("inf"),
                    lambda p: p["max_iter"] * max(p["restarts"], 1)),
         AttackSpec("bim-l2", "I-FGSM (L2)", "2", True, True, dict(_ITERATIVE), _bim_l2, lambda p: p["max_iter"]),
-        AttackSpec("pgd-l2", "PGD (L2)", "2", True, True, {**_ITERATIVE, "restarts": 0}, _pgd(2),
+        AttackSpec("pgd-l2", "PGD (L2)", "2", True, True, {**_ITERATIVE, "restarts": 1}, _pgd(2),
                    lambda p: p["max_iter"] * max(p["restarts"], 1)),
         AttackSpec("deepfool", "DeepFool", "2", False, True,
                    {"max_iter": 20, "overshoot": 0.02, "nb_grads": 10, "version": 2}, _deepfool,
