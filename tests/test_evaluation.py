@@ -481,6 +481,22 @@ def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
     assert convergence(flat)[0].converged
 
 
+def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
+    from ciidefence.evaluation.summary import convergence
+
+    def bpda(steps, restarts, accuracy, purpose):
+        params = json.dumps({"max_iter": steps, "restarts": restarts, "step_ratio": 0.25})
+        return Cell("m", "ciid", "h", f"{steps}-{restarts}", purpose, "pgd", params, 4 / 255, "4/255", "bpda",
+                    "identity", 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
+
+    cells = [bpda(50, 0, 0.05, "main"), bpda(10, 0, 0.05, "convergence"),
+             bpda(50, 1, 0.30, "main"), bpda(10, 1, 0.50, "convergence"), bpda(20, 1, 0.40, "convergence")]
+    checks = {c.variant: c for c in convergence(cells)}
+    assert checks["restarts=0"].steps == [(10, 0.05), (50, 0.05)] and checks["restarts=0"].converged
+    assert checks["restarts=1"].steps == [(10, 0.5), (20, 0.4), (50, 0.3)] and not checks["restarts=1"].converged
+    assert checks["restarts=1"].title == "PGD (L-inf) (restarts=1)"
+
+
 def test_the_convergence_check_plans_more_steps_and_eot_samples_for_random_defences():
     from ciidefence.evaluation import RunConfig
 

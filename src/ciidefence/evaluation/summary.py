@@ -286,6 +286,12 @@ class Convergence:
     images: int
     steps: list[tuple[int, float]]
     eot: list[tuple[int, float]]
+    variant: str = ""
+    """The parameters that tell this attack from another check of the same setting (e.g. ``"restarts=0"``)."""
+
+    @property
+    def title(self) -> str:
+        return ATTACKS[self.attack].title + (f" ({self.variant})" if self.variant else "")
 
     @property
     def converged(self) -> bool:
@@ -294,21 +300,37 @@ class Convergence:
 
 
 def convergence(table: list[Cell]) -> list[Convergence]:
-    """The convergence checks of a run: one per BPDA attack that has convergence experiments."""
+    """The convergence checks of a run: one per BPDA attack that has convergence experiments.
+
+    A check's series differ only in steps and EOT samples: an attack run with other parameters (a default
+    changed between two parts of a resumed run) is a check of its own, named by the parameters that differ.
+    """
     groups: dict[tuple, list[Cell]] = defaultdict(list)
     for c in table:
         if c.threat == "bpda" and c.purpose in ("main", "convergence"):
-            groups[(c.model, c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)].append(c)
+            others = {k: v for k, v in json.loads(c.attack_params).items() if k != "max_iter"}
+            setting = (c.model, c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)
+            groups[(setting, json.dumps(others, sort_keys=True))].append(c)
+    variants: dict[tuple, list[dict]] = defaultdict(list)
+    for setting, others in groups:
+        variants[setting].append(json.loads(others))
     found = []
-    for (_, defence, _, approximation, attack, eps_label), members in groups.items():
+    for (setting, others), members in groups.items():
+        _, defence, _, approximation, attack, eps_label = setting
         main = next((c for c in members if c.purpose == "main"), None)
         if main is None or not any(c.purpose == "convergence" for c in members):
             continue
         steps = sorted({(c.steps, c.accuracy) for c in members if c.eot == main.eot})
         eot = sorted({(c.eot, c.accuracy) for c in members if c.steps == main.steps})
         found.append(Convergence(defence, approximation or "", attack, eps_label, main.images, steps,
-                                 eot if len(eot) > 1 else []))
+                                 eot if len(eot) > 1 else [], _telling(json.loads(others), variants[setting])))
     return found
+
+
+def _telling(params: dict, variants: list[dict]) -> str:
+    """``params``' values of the keys on which ``variants`` (sets of parameters of one setting) differ."""
+    differing = sorted({k for v in variants for k in v if any(v.get(k) != w.get(k) for w in variants)})
+    return ", ".join(f"{k}={params[k]}" if k in params else f"no {k}" for k in differing)
 
 
 def convergence_markdown(checks: list[Convergence]) -> list[str]:
@@ -324,7 +346,7 @@ def convergence_markdown(checks: list[Convergence]) -> list[str]:
         by_steps = ", ".join(f"{s}: {_percent(a)}" for s, a in c.steps)
         by_eot = ", ".join(f"{s}: {_percent(a)}" for s, a in c.eot) or "-"
         verdict = "converged" if c.converged else "**not converged**"
-        lines.append(f"| {c.defence} | {c.approximation} | {ATTACKS[c.attack].title} | {c.eps_label} | {by_steps} "
+        lines.append(f"| {c.defence} | {c.approximation} | {c.title} | {c.eps_label} | {by_steps} "
                      f"| {by_eot} | {verdict} |")
     return [*lines, ""]
 
@@ -336,7 +358,7 @@ def plot_convergence(checks: list[Convergence], path: Path) -> None:
     figure = Figure(figsize=(9, 3.8), layout="constrained")
     by_steps, by_eot = figure.subplots(1, 2)
     for index, c in enumerate(checks):
-        label = f"{c.defence} ({c.approximation}), {c.attack} {c.eps_label}" + (
+        label = f"{c.defence} ({c.approximation}), {c.title} {c.eps_label}" + (
             "" if c.converged else ": NOT converged")
         marker = _MARKERS[index % len(_MARKERS)]
         by_steps.plot([s for s, _ in c.steps], [100 * a for _, a in c.steps], marker=marker, label=label)
@@ -454,9 +476,7 @@ def _columns(table: list[Cell]) -> list[tuple]:
         if len(variants) == 1:
             keys.append(_column(c))
             continue
-        params = json.loads(c.attack_params)
-        differing = sorted({k for v in variants for k in v if any(v.get(k) != w.get(k) for w in variants)})
-        keys.append((*_column(c), ", ".join(f"{k}={params[k]}" if k in params else f"no {k}" for k in differing)))
+        keys.append((*_column(c), _telling(json.loads(c.attack_params), variants)))
     return keys
 
 
