@@ -97,6 +97,15 @@ def _pgd(norm):
     return build
 
 
+def _image_by_image(attack_for, x, y=None):
+    """``attack_for(i).generate`` on each image ``i`` of ``x`` alone, the results stacked again."""
+    import numpy as np
+
+    return np.concatenate([
+        attack_for(i).generate(x[i : i + 1], y=None if y is None else y[i : i + 1]) for i in range(len(x))
+    ])
+
+
 class _OneImageAtATime:
     """Runs an ART attack image by image.
 
@@ -109,11 +118,7 @@ class _OneImageAtATime:
         self.attack = attack
 
     def generate(self, x, y=None):
-        import numpy as np
-
-        return np.concatenate([
-            self.attack.generate(x[i : i + 1], y=None if y is None else y[i : i + 1]) for i in range(len(x))
-        ])
+        return _image_by_image(lambda i: self.attack, x, y)
 
 
 class _OneBudgetPerImage:
@@ -132,10 +137,7 @@ class _OneBudgetPerImage:
         import numpy as np
 
         budgets = np.broadcast_to(np.asarray(self.eps, dtype=float).reshape(-1), (len(x),))
-        return np.concatenate([
-            self.attack(float(budgets[i])).generate(x[i : i + 1], y=None if y is None else y[i : i + 1])
-            for i in range(len(x))
-        ])
+        return _image_by_image(lambda i: self.attack(float(budgets[i])), x, y)
 
 
 class _DeepFool:

@@ -308,12 +308,12 @@ def convergence(table: list[Cell]) -> list[Convergence]:
     groups: dict[tuple, list[Cell]] = defaultdict(list)
     for c in table:
         if c.threat == "bpda" and c.purpose in ("main", "convergence"):
-            others = {k: v for k, v in json.loads(c.attack_params).items() if k != "max_iter"}
+            others = tuple(sorted((k, v) for k, v in json.loads(c.attack_params).items() if k != "max_iter"))
             setting = (c.model, c.defence, c.defence_hash, c.approximation, c.attack, c.eps_label)
-            groups[(setting, json.dumps(others, sort_keys=True))].append(c)
+            groups[(setting, others)].append(c)
     variants: dict[tuple, list[dict]] = defaultdict(list)
     for setting, others in groups:
-        variants[setting].append(json.loads(others))
+        variants[setting].append(dict(others))
     found = []
     for (setting, others), members in groups.items():
         _, defence, _, approximation, attack, eps_label = setting
@@ -323,7 +323,7 @@ def convergence(table: list[Cell]) -> list[Convergence]:
         steps = sorted({(c.steps, c.accuracy) for c in members if c.eot == main.eot})
         eot = sorted({(c.eot, c.accuracy) for c in members if c.steps == main.steps})
         found.append(Convergence(defence, approximation or "", attack, eps_label, main.images, steps,
-                                 eot if len(eot) > 1 else [], _telling(json.loads(others), variants[setting])))
+                                 eot if len(eot) > 1 else [], _telling(dict(others), variants[setting])))
     return found
 
 
