@@ -220,6 +220,34 @@ def test_art_preprocessor_forward_is_real_and_backward_is_the_approximation(clas
             assert not torch.allclose(leaf.grad, weights)
 
 
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_bpda_on_a_randomised_defence_differentiates_the_transformation_it_applied(classifier, photo, per_image):
+    from ciidefence.defences import RandomResizePad
+    from ciidefence.defences.transforms import random_resize_pad
+    from ciidefence.randomness import seeded_generator
+
+    images = classifier.prepare(photo).repeat(2, 1, 1, 1)
+    defence = RandomResizePad()
+
+    def generators():
+        return [seeded_generator(0, i) for i in range(2)] if per_image else seeded_generator(0)
+
+    preprocessor = ARTPreprocessor(defence, "differentiable", generator=generators())
+    leaf = images.clone().requires_grad_(True)
+    output, _ = preprocessor.forward(leaf)
+    weights = torch.rand_like(images)
+    (output * weights).sum().backward()
+
+    exact = images.clone().requires_grad_(True)
+    applied = random_resize_pad(exact, defence.max_ratio, generators())  # the same draws, differentiated
+    (applied * weights).sum().backward()
+    assert torch.equal(output.detach(), applied.detach())
+    assert torch.allclose(leaf.grad, exact.grad)
+
+    again, _ = preprocessor.forward(images.clone().requires_grad_(True))  # the next EOT sample draws afresh
+    assert not torch.equal(again.detach(), output.detach())
+
 def test_attack_parameters_and_budgets():
     assert attack_params("pgd") == {"max_iter": 10, "step_ratio": 0.25, "restarts": 1}
     assert attack_params("cw", {"binary_search_steps": "3"})["binary_search_steps"] == 3

@@ -79,3 +79,45 @@ def global_seed(seed: int) -> Iterator[None]:
     finally:
         np.random.set_state(numpy_state)
         torch.random.set_rng_state(torch_state)
+
+
+GeneratorState: TypeAlias = list[torch.Tensor]
+"""What :func:`generator_state` saves: the state of each generator of a ``generator=`` argument."""
+
+
+def generator_state(generator: Generators) -> GeneratorState:
+    """The present state of ``generator`` (of each one of a sequence; of torch's default CPU generator for None)."""
+    if generator is None:
+        return [torch.random.get_rng_state()]
+    if isinstance(generator, torch.Generator):
+        return [generator.get_state()]
+    return [each.get_state() for each in generator]
+
+
+@contextlib.contextmanager
+def drawing_again(generator: Generators, state: GeneratorState) -> Iterator[None]:
+    """Run a block with ``generator`` set back to ``state``, then return it to where it was before the block.
+
+    The block draws the same random numbers as the computation that followed
+    ``state`` (a randomised defence's BPDA approximation makes the same
+    transformation as its forward pass), and what comes after the block draws
+    as if the block had not run.
+    """
+    generators: list[torch.Generator | None] = (
+        [generator] if generator is None or isinstance(generator, torch.Generator) else list(generator))
+    now = generator_state(generator)
+    if len(state) != len(now):
+        raise ValueError(f"a state of {len(state)} generators for {len(now)} generators")
+    _set_states(generators, state)
+    try:
+        yield
+    finally:
+        _set_states(generators, now)
+
+
+def _set_states(generators: list[torch.Generator | None], states: GeneratorState) -> None:
+    for each, state in zip(generators, states, strict=True):
+        if each is None:
+            torch.random.set_rng_state(state)
+        else:
+            each.set_state(state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
+from ..randomness import drawing_again, generator_state
 from .bpda import Approximation, bpda_approximation
 
 
@@ -24,7 +25,10 @@ class ARTPreprocessor(PreprocessorPyTorch):
     ``forward`` is given an input that requires gradients, its output has the
     real defence's values and the approximation's gradients (a
     straight-through estimator), so BPDA also works when ART differentiates
-    the forward pass directly.
+    the forward pass directly. For a randomised defence the approximation
+    there makes the same random draws as the defence (the same resize and
+    padding, the same boxes), so each gradient belongs to the transformation
+    whose output it differentiates; the next call draws afresh (EOT).
 
     Parameters
     ----------
@@ -55,10 +59,14 @@ class ARTPreprocessor(PreprocessorPyTorch):
         )
 
     def forward(self, x: torch.Tensor, y=None):
+        before = generator_state(self.generator)
         with torch.no_grad():
             purified = self.defence(x.detach(), generator=self.generator)
         if x.requires_grad:
-            estimate = self.approximation(x, self.generator)
+            # the gradient must belong to the transformation whose output is returned, so the approximation
+            # makes the forward pass's random draws again (EOT then averages over transformations, each exact)
+            with drawing_again(self.generator, before):
+                estimate = self.approximation(x, self.generator)
             purified = purified + (estimate - estimate.detach())  # exactly zero, but carries the gradient
         return purified, y
 

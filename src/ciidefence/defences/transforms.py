@@ -191,7 +191,7 @@ class RandomResizePad(nn.Module):
         return random_resize_pad(images, self.max_ratio, generator)
 
     def differentiable_approximation(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """The transformation itself, which is differentiable (with a fresh random draw)."""
+        """The transformation itself, which is differentiable (drawing from ``generator`` as ``forward`` does)."""
         return random_resize_pad(images, self.max_ratio, generator)
 
     def extra_repr(self) -> str:
