@@ -220,7 +220,6 @@ def test_art_preprocessor_forward_is_real_and_backward_is_the_approximation(clas
             assert not torch.allclose(leaf.grad, weights)
 
 
-
 @pytest.mark.parametrize("per_image", [False, True])
 def test_bpda_on_a_randomised_defence_differentiates_the_transformation_it_applied(classifier, photo, per_image):
     from ciidefence.defences import RandomResizePad
@@ -247,6 +246,7 @@ def test_bpda_on_a_randomised_defence_differentiates_the_transformation_it_appli
 
     again, _ = preprocessor.forward(images.clone().requires_grad_(True))  # the next EOT sample draws afresh
     assert not torch.equal(again.detach(), output.detach())
+
 
 def test_attack_parameters_and_budgets():
     assert attack_params("pgd") == {"max_iter": 10, "step_ratio": 0.25, "restarts": 1}
