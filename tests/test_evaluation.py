@@ -557,6 +557,35 @@ def test_eot_averages_the_stated_number_of_samples(classifier):
     assert Counting.calls == 5
 
 
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr"])
+def test_apgd_keeps_eot(classifier, photo, attack):
+    # ART's APGD attacks an estimator of its own making; EOT must survive that
+    from ciidefence.attacks import attack_spec
+    from ciidefence.attacks.estimators import art_estimator
+
+    class Unchanged(torch.nn.Module):
+        def forward(self, images, generator=None):
+            return images
+
+    gradients = []
+
+    def counting(images, generator=None):  # an approximation is called once per gradient
+        gradients.append(len(images))
+        return images
+
+    image = classifier.prepare(photo).numpy()
+    label = np.eye(1000)[[classifier(torch.from_numpy(image)).argmax(1).item()]]
+    counts = []
+    for eot in (1, 5):
+        estimator = art_estimator(classifier, [ARTPreprocessor(Unchanged(), counting)], eot_samples=eot)
+        built = attack_spec(attack).build(estimator, 4 / 255, {"max_iter": 2, "step_ratio": 2.0, "restarts": 1}, 1)
+        gradients.clear()
+        np.random.seed(0)
+        built.generate(image, y=label)
+        counts.append(len(gradients))
+    assert counts[0] > 0 and counts[1] == 5 * counts[0]
+
 def test_a_list_of_models_writes_one_table_per_model_in_one_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     result = evaluate(data_dir, out, "--limit", "2", "--attacks", "fgsm", "--eps", "4/255", "--no-sanity",

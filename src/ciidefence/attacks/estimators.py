@@ -37,6 +37,31 @@ class EOTPyTorchClassifier(PyTorchClassifier):
         return self._average(super().class_gradient, x, label, **kwargs)
 
 
+def with_eot(estimator: PyTorchClassifier, eot_samples: int) -> EOTPyTorchClassifier:
+    """``estimator`` (network, loss, preprocessing and clipping) as an :class:`EOTPyTorchClassifier`.
+
+    For an ART attack that builds an estimator of its own around ours (APGD,
+    with its own loss): that one is a plain ``PyTorchClassifier``, which
+    would silently drop EOT.
+    """
+    eot = EOTPyTorchClassifier(
+        estimator.model,
+        loss=estimator._loss,
+        input_shape=estimator.input_shape,
+        nb_classes=estimator.nb_classes,
+        channels_first=estimator.channels_first,
+        clip_values=estimator.clip_values,
+        preprocessing_defences=estimator.preprocessing_defences,
+        postprocessing_defences=estimator.postprocessing_defences,
+        preprocessing=estimator.preprocessing,
+        device_type="gpu" if estimator.device.type == "cuda" else "cpu",
+        eot_samples=eot_samples,
+    )
+    for flag in ("_reduce_labels", "_int_labels", "_probability_labels"):  # how the attack's loss reads labels
+        setattr(eot, flag, getattr(estimator, flag))
+    return eot
+
+
 def art_estimator(
     classifier: Classifier,
     preprocessors: list | None = None,

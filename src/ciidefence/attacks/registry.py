@@ -198,10 +198,16 @@ def _apgd(loss_type):
     def build(estimator, eps, p, batch):
         from art.attacks.evasion import AutoProjectedGradientDescent
 
-        return AutoProjectedGradientDescent(
+        from .estimators import with_eot
+
+        attack = AutoProjectedGradientDescent(
             estimator, norm="inf", eps=eps, eps_step=eps * p["step_ratio"], max_iter=p["max_iter"],
             nb_random_init=p["restarts"], batch_size=batch, loss_type=loss_type, verbose=False,
         )
+        eot_samples = getattr(estimator, "eot_samples", 1)
+        if eot_samples > 1:  # APGD attacks a PyTorchClassifier of its own making, with its loss and without EOT
+            attack._estimator = with_eot(attack.estimator, eot_samples)
+        return attack
 
     return build
 
