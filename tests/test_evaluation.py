@@ -557,7 +557,6 @@ def test_eot_averages_the_stated_number_of_samples(classifier):
     assert Counting.calls == 5
 
 
-
 @pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr"])
 def test_apgd_keeps_eot(classifier, photo, attack):
     # ART's APGD attacks an estimator of its own making; EOT must survive that
@@ -585,6 +584,7 @@ def test_apgd_keeps_eot(classifier, photo, attack):
         built.generate(image, y=label)
         counts.append(len(gradients))
     assert counts[0] > 0 and counts[1] == 5 * counts[0]
+
 
 def test_a_list_of_models_writes_one_table_per_model_in_one_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"

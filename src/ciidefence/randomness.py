@@ -85,13 +85,14 @@ GeneratorState: TypeAlias = list[torch.Tensor]
 """What :func:`generator_state` saves: the state of each generator of a ``generator=`` argument."""
 
 
+def _each(generator: Generators) -> list[torch.Generator | None]:
+    """The generators of a ``generator=`` argument, None standing for torch's default CPU generator."""
+    return [generator] if generator is None or isinstance(generator, torch.Generator) else list(generator)
+
+
 def generator_state(generator: Generators) -> GeneratorState:
     """The present state of ``generator`` (of each one of a sequence; of torch's default CPU generator for None)."""
-    if generator is None:
-        return [torch.random.get_rng_state()]
-    if isinstance(generator, torch.Generator):
-        return [generator.get_state()]
-    return [each.get_state() for each in generator]
+    return [torch.random.get_rng_state() if each is None else each.get_state() for each in _each(generator)]
 
 
 @contextlib.contextmanager
@@ -103,8 +104,7 @@ def drawing_again(generator: Generators, state: GeneratorState) -> Iterator[None
     transformation as its forward pass), and what comes after the block draws
     as if the block had not run.
     """
-    generators: list[torch.Generator | None] = (
-        [generator] if generator is None or isinstance(generator, torch.Generator) else list(generator))
+    generators = _each(generator)
     now = generator_state(generator)
     if len(state) != len(now):
         raise ValueError(f"a state of {len(state)} generators for {len(now)} generators")

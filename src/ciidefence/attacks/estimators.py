@@ -44,19 +44,8 @@ def with_eot(estimator: PyTorchClassifier, eot_samples: int) -> EOTPyTorchClassi
     with its own loss): that one is a plain ``PyTorchClassifier``, which
     would silently drop EOT.
     """
-    eot = EOTPyTorchClassifier(
-        estimator.model,
-        loss=estimator._loss,
-        input_shape=estimator.input_shape,
-        nb_classes=estimator.nb_classes,
-        channels_first=estimator.channels_first,
-        clip_values=estimator.clip_values,
-        preprocessing_defences=estimator.preprocessing_defences,
-        postprocessing_defences=estimator.postprocessing_defences,
-        preprocessing=estimator.preprocessing,
-        device_type="gpu" if estimator.device.type == "cuda" else "cpu",
-        eot_samples=eot_samples,
-    )
+    eot = _estimator(estimator.model, estimator.input_shape, estimator.nb_classes,
+                     estimator.preprocessing_defences, estimator.device, eot_samples, loss=estimator._loss)
     for flag in ("_reduce_labels", "_int_labels", "_probability_labels"):  # how the attack's loss reads labels
         setattr(eot, flag, getattr(estimator, flag))
     return eot
@@ -108,10 +97,10 @@ def restricted_estimator(estimator: EOTPyTorchClassifier, classes: np.ndarray) -
 
 
 def _estimator(model: nn.Module, input_shape: tuple, num_classes: int, preprocessors: list | None,
-               device: torch.device, eot_samples: int) -> EOTPyTorchClassifier:
+               device: torch.device, eot_samples: int, loss: nn.Module | None = None) -> EOTPyTorchClassifier:
     return EOTPyTorchClassifier(
         model,
-        loss=torch.nn.CrossEntropyLoss(),
+        loss=torch.nn.CrossEntropyLoss() if loss is None else loss,
         input_shape=input_shape,
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),

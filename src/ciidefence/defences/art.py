@@ -59,7 +59,7 @@ class ARTPreprocessor(PreprocessorPyTorch):
         )
 
     def forward(self, x: torch.Tensor, y=None):
-        before = generator_state(self.generator)
+        before = generator_state(self.generator) if x.requires_grad else []
         with torch.no_grad():
             purified = self.defence(x.detach(), generator=self.generator)
         if x.requires_grad:
