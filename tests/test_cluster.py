@@ -110,14 +110,19 @@ def test_an_unreadable_image_on_the_cluster_is_recorded_and_the_run_finishes(ray
     assert len(rows) == 4 * 2 * 2  # 4 images x 2 defences x (clean, fgsm)
 
 
-def test_a_killed_driver_resumes_on_ray_without_redoing_finished_units(data_dir, tmp_path):  # noqa: F811
+def test_a_terminated_driver_stops_cleanly_and_resumes_on_ray_without_redoing_finished_units(data_dir,  # noqa: F811
+                                                                                                tmp_path):
     options = ["--limit", "6", "--batch-size", "1", "--attacks", "fgsm", "--eps", "2/255",
                "--defences", "none,random-resize-pad", "--no-sanity"]
     reference = tmp_path / "reference"
     evaluate(data_dir, reference, *options, "--threads", "1")  # as each worker has
     killed = tmp_path / "killed"
-    partial = evaluate_killed_after(data_dir, killed, [*options, "--ray", "--workers", "2"], rows=8)
-    assert 8 <= len(partial) < len(table_rows(reference)), "the driver was not killed partway"
+    partial = evaluate_killed_after(data_dir, killed, [*options, "--ray", "--workers", "2"], rows=8,
+                                    signum=signal.SIGTERM)  # as a batch scheduler stops a job at its time limit
+    assert 8 <= len(partial) < len(table_rows(reference)), "the driver was not stopped partway"
+    stderr = killed.with_suffix(".stderr").read_text()
+    assert killed.with_suffix(".exit").read_text() == "143" and "ciid: error: terminated" in stderr
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr  # no Python or Ray stack dump
     resumed = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(data_dir),
                               "--out", str(killed), *options, "--ray", "--workers", "2", "--resume"],
                              capture_output=True, text=True, timeout=600)

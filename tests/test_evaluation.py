@@ -50,22 +50,27 @@ def table_rows(run_dir):
     return rows
 
 
-def evaluate_killed_after(data_dir, out, options, rows):
-    """Start ``ciid evaluate``, SIGKILL it once more than ``rows`` rows are written, and return the rows."""
-    process = subprocess.Popen([*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(out), *options],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    written = 0
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None and written <= rows:
-        if (out / "results.sqlite").exists():
-            try:
-                with sqlite3.connect(out / "results.sqlite", timeout=1) as connection:
-                    written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                written = 0
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+def evaluate_killed_after(data_dir, out, options, rows, signum=signal.SIGKILL):
+    """Start ``ciid evaluate``, send it ``signum`` once more than ``rows`` rows are written, and return the rows.
+
+    The run's exit status and stderr are left in ``out.with_suffix(".exit")`` and ``out.with_suffix(".stderr")``.
+    """
+    stderr = out.with_suffix(".stderr")
+    with stderr.open("w") as errors:
+        process = subprocess.Popen([*PYTHON_CIID, "evaluate", "--data", str(data_dir), "--out", str(out), *options],
+                                   stdout=subprocess.DEVNULL, stderr=errors)
+        written = 0
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and written <= rows:
+            if (out / "results.sqlite").exists():
+                try:
+                    with sqlite3.connect(out / "results.sqlite", timeout=1) as connection:
+                        written = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                except sqlite3.OperationalError:
+                    written = 0
+            time.sleep(0.02)
+        os.kill(process.pid, signum)
+        out.with_suffix(".exit").write_text(str(process.wait(timeout=120)))
     return table_rows(out)
 
 

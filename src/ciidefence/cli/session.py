@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import click
@@ -31,20 +33,46 @@ class CommandFailed(click.ClickException):
         click.echo(f"ciid: error: {self.message}", err=True)
 
 
+class SigtermAsInterrupt:
+    """A SIGTERM handler (``kill``, a batch scheduler's time limit) that stops a command as Ctrl-C does.
+
+    It raises ``KeyboardInterrupt`` and remembers that SIGTERM sent it: Ray turns an exception raised while it
+    waits into a new ``KeyboardInterrupt``, so the exception's type cannot carry that.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum, frame) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+
 def report_errors(command):
-    """Turn library errors, interrupts and I/O failures into one-line messages instead of tracebacks."""
+    """Turn library errors, interrupts and I/O failures into one-line messages instead of tracebacks.
+
+    SIGTERM stops the command as Ctrl-C does, with exit status 143: finished work stays written.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        sigterm = SigtermAsInterrupt()
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, sigterm) if in_main_thread else None
         try:
             return command(*args, **kwargs)
         except CIIDefenceError as error:
             raise CommandFailed(str(error), exit_code=2) from None
         except KeyboardInterrupt:
+            if sigterm.received:
+                raise CommandFailed("terminated", exit_code=128 + signal.SIGTERM) from None
             raise CommandFailed("interrupted", exit_code=130) from None
         except OSError as error:  # a full or read-only disk, a vanished folder
             where = f"{error.filename}: " if error.filename else ""
             raise CommandFailed(f"{where}{error.strerror or error}", exit_code=1) from None
+        finally:
+            if previous is not None:  # None: not a Python handler (ray.init's, in a test process), so ours stays
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

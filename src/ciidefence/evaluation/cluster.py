@@ -25,6 +25,8 @@ only here.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,8 +98,11 @@ def connect(address: str) -> None:
 
     if ray.is_initialized():
         return
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)  # ray.init put a handler there that dumps a stack and exits
 
 
 def cluster_cpus() -> int:
