@@ -125,10 +125,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     assert 8 < len(partial) < len(expected), "the run was not killed partway"
 
     plan = evaluate(data_dir, killed, *options, "--resume", "--dry-run").stdout
-    left = [(line.split()[0], int(re.search(r"\((\d+) of 4 images left\)", line).group(1)))
-            for line in plan.splitlines() if "images left" in line]
+    lines = [line for line in plan.splitlines() if "images left" in line]
+    left = [(line.split()[0], int(re.search(r"\((\d+) of 4 images left\)", line).group(1))) for line in lines]
     assert [n for name, n in left if name == "clean"] == [0] and "estimated time left" in plan
     assert 0 < sum(n for name, n in left if name == "pgd") < 8  # two budgets, partly written
+    # an experiment with rows is timed by its own seconds per image, the others by the measured parts
+    assert [line.endswith("measured") for line in lines] == [n < 4 for _, n in left]
+    assert "of it from the seconds per image this run measured" in plan
 
     archive = [sys.executable, str(REPO / "benchmarks" / "tables" / "archive.py")]
     moved = tmp_path / "moved"  # packed into the repository, unpacked on another machine

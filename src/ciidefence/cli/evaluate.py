@@ -210,20 +210,27 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
 def _dry_run(evaluation, cluster=None, written=None) -> None:
     """Print the experiments, their gradient evaluations, and a time estimate from a short measurement.
 
-    With ``cluster`` (``--ray``), also the units, the core-hours and the wall
-    time on the cluster's CPUs and on ``--workers`` actors, assuming the
-    measured per-image costs scale with cores. With ``written`` (the store of
-    a run being resumed), only what is left of each experiment is counted.
+    The estimate adds up measured parts (gradients, defences), so it leaves
+    out image loading, ART's overhead and how long each attack really runs:
+    Lite1's 500-image table took three times its estimate. With ``written``
+    (the store of a run being resumed), only what is left of each experiment
+    is counted, and an experiment that has rows is timed by its own measured
+    seconds per image instead (marked ``measured``), taken at the threads per
+    process it ran with. With ``cluster`` (``--ray``), also the units, the
+    core-hours and the wall time on the cluster's CPUs and on ``--workers``
+    actors, assuming the per-image costs scale with cores.
     """
     from collections import Counter
 
     import torch
 
     left: Counter[str] | None = None
+    measured: dict[str, float] = {}
     if written is not None:
         left = Counter()
         for experiment, _, batch in evaluation.pending(written):
             left[experiment.digest] += len(batch)
+        measured = written.seconds_per_image(evaluation.classifier.name)
 
     images = len(evaluation.images)
     batch = evaluation.batches()[0]
@@ -247,7 +254,7 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
     click.echo(f"plan: {images} images, model {classifier.name}; measured {1000 * gradient_seconds:.0f} ms per "
                f"gradient per image, and per image for each defence: "
                + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
-    total = 0.0
+    total = measured_total = 0.0
     for experiment in evaluation.experiments:
         steps, per_step = 0.0, gradient_seconds
         if experiment.threat != "clean":
@@ -258,23 +265,36 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
             per_step += cost[defence.digest]
         scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
         todo = images if left is None else left[experiment.digest]
-        seconds = todo * (steps * per_step + scored)
-        total += seconds
+        if experiment.digest in measured:
+            seconds = todo * measured[experiment.digest]
+            measured_total += seconds
+        else:
+            seconds = todo * (steps * per_step + scored)
+            total += seconds
         click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
-                   f"~{_duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)"))
-    click.echo(f"estimated {'total' if left is None else 'time left'}: {_duration(total)} (within about 10% on a "
-               f"2-core CPU; attack costs vary with how fast images fall)")
+                   f"~{_duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)")
+                   + ("  measured" if experiment.digest in measured else ""))
+    label = "total" if left is None else "time left"
+    if measured:
+        click.echo(f"estimated {label}: {_duration(total + measured_total)} ({_duration(measured_total)} of it from "
+                   f"the seconds per image this run measured; the rest from measured parts, which add up to less "
+                   f"than a run takes)")
+    else:
+        click.echo(f"estimated {label}: {_duration(total)} (a lower bound: it adds up measured parts and leaves out "
+                   f"image loading, ART's overhead and how many steps each attack really takes; whole tables have "
+                   f"taken up to three times this estimate)")
     if cluster is not None:
         from ..evaluation.cluster import cluster_cpus, connect
 
         threads = torch.get_num_threads()
-        core_seconds = total * threads
+        core_seconds = total * threads + measured_total * cluster.threads_per_worker
         connect(cluster.address)
         cpus = cluster_cpus()
         workers = cluster.workers or max(1, cpus // cluster.threads_per_worker)
         used = min(cpus, workers * cluster.threads_per_worker)
         click.echo(f"ray: {len(evaluation.units())} units of up to {evaluation.config.batch_size} images; "
-                   f"{core_seconds / 3600:.2f} core-hours (measured with {threads} threads here); "
+                   f"{core_seconds / 3600:.2f} core-hours (parts measured with {threads} threads here"
+                   + (f", the run's own seconds at {cluster.threads_per_worker} per worker" if measured else "") + "); "
                    f"about {_duration(core_seconds / cpus)} on the cluster's {cpus} CPUs, "
                    f"{_duration(core_seconds / used)} with {workers} workers x {cluster.threads_per_worker} threads")
 

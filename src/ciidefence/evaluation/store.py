@@ -171,6 +171,17 @@ class ResultStore:
         cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results WHERE model=?", (model,))
         return set(cursor)
 
+    def seconds_per_image(self, model: str) -> dict[str, float]:
+        """Mean wall seconds per image of each experiment (by digest) that has rows for ``model``.
+
+        Every row of an image holds the same share of its batch's time, so
+        each image counts once; images that could not be read do not count.
+        """
+        cursor = self.connection.execute(
+            "SELECT experiment, AVG(seconds) FROM (SELECT experiment, image, MAX(seconds) AS seconds FROM results "
+            "WHERE model=? AND error IS NULL GROUP BY experiment, image) GROUP BY experiment", (model,))
+        return dict(cursor)
+
     def get_meta(self, key: str) -> str | None:
         row = self.connection.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
