@@ -210,9 +210,9 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
 def _dry_run(evaluation, cluster=None, written=None) -> None:
     """Print the experiments, their gradient evaluations, and a time estimate from a short measurement.
 
-    The estimate adds up measured parts (gradients, defences), so it leaves
-    out image loading, ART's overhead and how long each attack really runs:
-    Lite1's 500-image table took three times its estimate. With ``written``
+    The estimate adds up measured parts (gradients, predictions, defences),
+    so it leaves out image loading, ART's overhead and how many steps each
+    attack really takes. With ``written``
     (the store of a run being resumed), only what is left of each experiment
     is counted, and an experiment that has rows is timed by its own measured
     seconds per image instead (marked ``measured``), taken at the threads per
@@ -248,12 +248,18 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
         function()
         return (time.perf_counter() - started) / len(batch)
 
+    def forward() -> None:
+        with torch.no_grad():
+            classifier(views)
+
     gradient_seconds = seconds_per_image(gradient)
+    forward_seconds = seconds_per_image(forward)
     cost = {defence.digest: seconds_per_image(lambda d=defence: d(views)) for defence in evaluation.defences.values()}
     cost[evaluation.undefended.digest] = 0.0
     click.echo(f"plan: {images} images, model {classifier.name}; measured {1000 * gradient_seconds:.0f} ms per "
-               f"gradient per image, and per image for each defence: "
-               + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
+               f"gradient and {1000 * forward_seconds:.0f} ms per prediction per image, and per image for each "
+               f"defence: " + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms"
+                                        for key, d in evaluation.defences.items()))
     total = measured_total = 0.0
     for experiment in evaluation.experiments:
         steps, per_step = 0.0, gradient_seconds
@@ -263,7 +269,9 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
             defence = evaluation.defences[experiment.target]
             steps *= experiment.eot
             per_step += cost[defence.digest]
-        scored = sum(cost[d.digest] for d in evaluation.scored_defences(experiment))
+        # the adversarial images' prediction, then each defence and the prediction on what it returns
+        scored = forward_seconds + sum(cost[d.digest] + (0.0 if d.identity else forward_seconds)
+                                       for d in evaluation.scored_defences(experiment))
         todo = images if left is None else left[experiment.digest]
         if experiment.digest in measured:
             seconds = todo * measured[experiment.digest]
