@@ -288,10 +288,10 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
                    f"the seconds per image this run measured; the rest from measured parts, which add up to less "
                    f"than a run takes)")
     else:
-        click.echo(f"estimated {label}: {_duration(total)} (a lower bound: it adds up measured parts and leaves out "
-                   f"image loading, ART's overhead and how many steps each attack really takes; on an idle machine "
-                   f"experiments have taken 0.9 to 1.7 times it, and another heavy job beside the run slows it "
-                   f"several times more)")
+        click.echo(f"estimated {label}: {_duration(total)} (meant as a lower bound: it adds up measured parts and "
+                   f"leaves out image loading, ART's overhead and how many steps each attack really takes; on an "
+                   f"idle machine experiments have taken 0.9 to 1.7 times it, and another heavy job beside the run "
+                   f"slows it several times more)")
     if cluster is not None:
         from ..evaluation.cluster import cluster_cpus, connect
 
