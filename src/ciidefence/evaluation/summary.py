@@ -603,6 +603,8 @@ def plot(table: list[Cell], path: Path) -> None:
 
     Each defence has its own colour and marker; points are drawn only where
     measured, with 95% Wilson intervals as bands. The undefended model is dashed.
+    A defence attacked at a single budget gets markers with error bars and no
+    line, since nothing between clean and that budget was measured.
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -628,10 +630,18 @@ def plot(table: list[Cell], path: Path) -> None:
             xs = [x for x, _ in points]
             index = order.index(key)
             colour = palette(index % palette.N)
-            (line,) = axis.plot(xs, [100 * c.accuracy for _, c in points], "--" if key[0] == "none" else "-",
-                                marker=_MARKERS[index % len(_MARKERS)], ms=4, color=colour, lw=1.2)
-            axis.fill_between(xs, [100 * c.ci_low for _, c in points], [100 * c.ci_high for _, c in points],
-                              color=colour, alpha=0.12, lw=0)
+            ys = [100 * c.accuracy for _, c in points]
+            marker = _MARKERS[index % len(_MARKERS)]
+            if len(members) > 1:
+                (line,) = axis.plot(xs, ys, "--" if key[0] == "none" else "-", marker=marker, ms=4,
+                                    color=colour, lw=1.2)
+                axis.fill_between(xs, [100 * c.ci_low for _, c in points], [100 * c.ci_high for _, c in points],
+                                  color=colour, alpha=0.12, lw=0)
+            else:  # one budget: a line to it from clean would draw values that were never measured
+                errors = [[y - 100 * c.ci_low for y, (_, c) in zip(ys, points, strict=True)],
+                          [100 * c.ci_high - y for y, (_, c) in zip(ys, points, strict=True)]]
+                line = axis.errorbar(xs, ys, yerr=errors, fmt=marker, ms=4, color=colour, capsize=2,
+                                     mfc="none" if key[0] == "none" else colour, lw=1)
             handles.setdefault(labels[key], line)
         axis.set_title(f"{ATTACKS[panel[1]].title}, {panel[0]}", fontsize=9)
         axis.set_xlabel("eps (L-inf, x/255)")
@@ -641,7 +651,7 @@ def plot(table: list[Cell], path: Path) -> None:
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
     figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    figure.suptitle("Accuracy against attack budget (eps 0 = clean; bands: 95% intervals)", y=1.02)
+    figure.suptitle("Accuracy against attack budget (eps 0 = clean; bands and bars: 95% intervals)", y=1.02)
     figure.tight_layout()
     figure.savefig(path, dpi=130, bbox_inches="tight")
 
