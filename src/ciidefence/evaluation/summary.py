@@ -364,8 +364,11 @@ def plot_convergence(checks: list[Convergence], path: Path) -> None:
         by_steps.plot([s for s, _ in c.steps], [100 * a for _, a in c.steps], marker=marker, label=label)
         if c.eot:
             by_eot.plot([s for s, _ in c.eot], [100 * a for _, a in c.eot], marker=marker, label=label)
-    for axis, name in ((by_steps, "attack steps"), (by_eot, "EOT samples per step")):
+    measured = ({s for c in checks for s, _ in c.steps}, {s for c in checks for s, _ in c.eot})
+    for axis, name, ticks in zip((by_steps, by_eot), ("attack steps", "EOT samples per step"), measured, strict=True):
         axis.set_xscale("log")
+        axis.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)], minor=False)
+        axis.set_xticks([], minor=True)
         axis.set_xlabel(name)
         axis.set_ylabel("top-1 accuracy under BPDA (%)")
         axis.set_ylim(-2, 102)
@@ -449,12 +452,13 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
         )
     lines += ["", "## Experiments", "",
               "Each experiment's wall time per image: the attack, plus every defence scored on it.", "",
-              "| purpose | threat | attack | parameters | eps | s/img | images |", "|---|---|---|---|---|---|---|"]
+              "| purpose | threat | attack | parameters | eps | EOT samples | s/img | images |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in {c.experiment: c for c in table}.values():
         attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
         target = f" on {c.defence}" if c.threat == "bpda" else ""
         lines.append(f"| {c.purpose} | {c.threat_label}{target} | {attack} | {_params_text(c.attack_params)} "
-                     f"| {c.eps_label} | {c.attack_seconds:.2f} | {c.images} |")
+                     f"| {c.eps_label} | {c.eot} | {c.attack_seconds:.2f} | {c.images} |")
     return "\n".join(lines) + "\n"
 
 
