@@ -268,6 +268,20 @@ def test_wilson_interval():
     assert low == 0 and high == pytest.approx(0.2775, abs=1e-3)
     low, high = wilson_interval(45, 100)
     assert low == pytest.approx(0.3561, abs=1e-3) and high == pytest.approx(0.5476, abs=1e-3)
+    assert all(wilson_interval(0, n)[0] == 0 and wilson_interval(n, n)[1] == 1 for n in range(1, 501))
+
+
+def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bars(tmp_path):
+    from dataclasses import replace
+
+    from ciidefence.evaluation.summary import plot
+
+    attacked = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.0)
+    table = [replace(cell("ciid", "clean", None, "clean", 0.755), ci_low=0.69, ci_high=0.81),
+             replace(attacked, images=88, correct=0, ci_low=wilson_interval(0, 88)[0],
+                     ci_high=wilson_interval(0, 88)[1])]
+    plot(table, tmp_path / "accuracy_vs_eps.png")
+    assert (tmp_path / "accuracy_vs_eps.png").stat().st_size > 0
 
 
 def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpose="main"):
