@@ -111,6 +111,21 @@ def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
     assert json.loads((out / "summary.json").read_text())["cells"] == summary["cells"]
 
 
+def test_progress_counts_only_the_current_plans_batches(tmp_path):
+    from ciidefence.evaluation import ResultStore
+    from ciidefence.evaluation.store import read_run
+
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        store.set_meta("config", json.dumps({"model": "m"}))
+        store.set_meta("units_total", "2")
+        for experiment in ("old-plan", "new-plan"):
+            store.write([], unit=("m", experiment, 0))
+        assert read_run(tmp_path).units_done == 2  # a database from before plans were recorded: every batch
+        store.record_planned_experiments("m", ["new-plan", "new-plan-2"])
+    run = read_run(tmp_path)
+    assert run.units_done == 1 and not run.complete
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     # two PGD steps are enough: what is checked is that the random starts and the units survive the kill
     options = ["--limit", "4", "--batch-size", "1", "--attacks", "pgd", "--attack-param", "pgd.max_iter=2",

@@ -351,6 +351,7 @@ class Evaluation:
         store.set_meta("images", str(len(self.images)))
         store.set_meta("invalid_defences", json.dumps(self.invalid, sort_keys=True))
         store.set_meta("units_total", str(units_total or len(self.units())))
+        store.record_planned_experiments(self.classifier.name, [experiment.digest for experiment in self.experiments])
 
     def shipped_views(self, batch: list[LabelledImage]) -> dict[str, torch.Tensor | str]:
         """The classifier's views of a batch (or each error message), for workers that cannot read the data."""

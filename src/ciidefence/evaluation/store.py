@@ -162,9 +162,19 @@ class ResultStore:
                 self.connection.execute("INSERT OR REPLACE INTO units (model, experiment, batch) VALUES (?, ?, ?)",
                                         unit)
 
-    def units_done(self) -> int:
-        """How many units (experiment x batch) are finished."""
-        return self.connection.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+    def units_done(self, planned: dict[str, set[str]] | None = None) -> int:
+        """How many units (experiment x batch) are finished; with ``planned`` (model: experiment digests), only
+        the plan's, so that units an earlier plan left in the same folder do not count."""
+        units = self.connection.execute("SELECT model, experiment FROM units").fetchall()
+        return sum(planned is None or experiment in planned.get(model, ()) for model, experiment in units)
+
+    def record_planned_experiments(self, model: str, digests: list[str]) -> None:
+        self.set_meta(f"planned_experiments:{model}", json.dumps(sorted(digests)))
+
+    def planned_experiments(self, models: list[str]) -> dict[str, set[str]] | None:
+        """The experiment digests the current plan has for each of ``models`` (None if never recorded)."""
+        found = {model: self.get_meta(f"planned_experiments:{model}") for model in models}
+        return {m: set(json.loads(v)) for m, v in found.items() if v} or None
 
     def done(self, model: str) -> set[tuple[str, str, str]]:
         """``(image, defence_hash, experiment)`` of every row written for ``model``."""
@@ -247,7 +257,7 @@ class Run:
     """What a run folder's database holds: its rows, configuration and progress.
 
     ``images`` and ``units_total`` are the plan's size (None for databases
-    written before they were stored); ``units_done`` the units finished;
+    written before they were stored); ``units_done`` the units of that plan finished;
     ``invalid`` a JSON object of the defences refused (label: reason).
     """
 
@@ -268,8 +278,10 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     with ResultStore(Path(run_dir) / "results.sqlite") as store:
         config, images, units, invalid = (store.get_meta(key)
                                           for key in ("config", "images", "units_total", "invalid_defences"))
-        return Run(store.rows(), json.loads(config) if config else None, int(images) if images else None,
-                   int(units) if units else None, store.units_done(), invalid)
+        plan = json.loads(config) if config else None
+        planned = store.planned_experiments([plan["model"], *plan.get("extra_models", [])]) if plan else None
+        return Run(store.rows(), plan, int(images) if images else None,
+                   int(units) if units else None, store.units_done(planned), invalid)
 
 
 def canonical_json(value: object) -> str:
