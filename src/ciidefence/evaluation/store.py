@@ -279,9 +279,14 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         config, images, units, invalid = (store.get_meta(key)
                                           for key in ("config", "images", "units_total", "invalid_defences"))
         plan = json.loads(config) if config else None
-        planned = store.planned_experiments([plan["model"], *plan.get("extra_models", [])]) if plan else None
+        planned = store.planned_experiments(planned_models(plan)) if plan else None
         return Run(store.rows(), plan, int(images) if images else None,
                    int(units) if units else None, store.units_done(planned), invalid)
+
+
+def planned_models(config: dict | None) -> list[str]:
+    """The classifiers a stored run configuration plans, in order (none for databases without one)."""
+    return [config["model"], *config.get("extra_models", [])] if config else []
 
 
 def canonical_json(value: object) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from ..attacks import ATTACKS, format_eps
 from ..defences.registry import DEFENCES
 from .plan import SANITY_EPS, UNBOUNDED_EPS, threat_label
-from .store import Run, canonical_json, read_run
+from .store import Run, canonical_json, planned_models, read_run
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -665,7 +665,7 @@ def plot(table: list[Cell], path: Path) -> None:
 
 def models_of(run: Run) -> list[str]:
     """The run's classifiers, in plan order (one table each)."""
-    planned = [run.config["model"], *run.config.get("extra_models", [])] if run.config else []
+    planned = planned_models(run.config)
     found = list(dict.fromkeys(row["model"] for row in run.rows))
     return [m for m in planned if m in found] + [m for m in found if m not in planned]
 
