@@ -289,14 +289,17 @@ def test_wilson_interval():
 def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bars(tmp_path):
     from dataclasses import replace
 
-    from ciidefence.evaluation.summary import plot
+    from ciidefence.evaluation.summary import eps_figure, plot
 
     attacked = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.0)
+    other_variant = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.02, params='{"max_iter":50}')
     table = [replace(cell("ciid", "clean", None, "clean", 0.755), ci_low=0.69, ci_high=0.81),
              replace(attacked, images=88, correct=0, ci_low=wilson_interval(0, 88)[0],
-                     ci_high=wilson_interval(0, 88)[1])]
+                     ci_high=wilson_interval(0, 88)[1]), other_variant]
     plot(table, tmp_path / "accuracy_vs_eps.png")
     assert (tmp_path / "accuracy_vs_eps.png").stat().st_size > 0
+    drawn = [line for axis in eps_figure(table).axes for line in axis.get_lines()]
+    assert drawn and all(line.get_linestyle() == "None" for line in drawn)  # markers and caps, no line from clean
 
 
 def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpose="main"):

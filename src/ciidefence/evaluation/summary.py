@@ -606,6 +606,11 @@ _MARKERS = "osD^vP*Xh<>p"
 
 
 def plot(table: list[Cell], path: Path) -> None:
+    """Save :func:`eps_figure` of ``table`` to ``path``."""
+    eps_figure(table).savefig(path, dpi=130, bbox_inches="tight")
+
+
+def eps_figure(table: list[Cell]) -> Any:
     """Accuracy against eps: a panel per threat model and L-inf attack, a line per defence (eps 0 = clean).
 
     Each defence has its own colour and marker; points are drawn only where
@@ -639,7 +644,7 @@ def plot(table: list[Cell], path: Path) -> None:
             colour = palette(index % palette.N)
             ys = [100 * c.accuracy for _, c in points]
             marker = _MARKERS[index % len(_MARKERS)]
-            if len(members) > 1:
+            if len({c.eps for c in members}) > 1:
                 (line,) = axis.plot(xs, ys, "--" if key[0] == "none" else "-", marker=marker, ms=4,
                                     color=colour, lw=1.2)
                 axis.fill_between(xs, [100 * c.ci_low for _, c in points], [100 * c.ci_high for _, c in points],
@@ -660,7 +665,7 @@ def plot(table: list[Cell], path: Path) -> None:
     figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     figure.suptitle("Accuracy against attack budget (eps 0 = clean; bands and bars: 95% intervals)", y=1.02)
     figure.tight_layout()
-    figure.savefig(path, dpi=130, bbox_inches="tight")
+    return figure
 
 
 def models_of(run: Run) -> list[str]:
