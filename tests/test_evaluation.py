@@ -551,6 +551,22 @@ def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
     assert convergence(flat)[0].converged
 
 
+def test_the_convergence_figure_has_an_eot_panel_only_when_a_randomised_defence_was_attacked():
+    from ciidefence.evaluation.summary import convergence, convergence_figure
+
+    def bpda(defence, steps, eot, purpose):
+        return Cell("m", defence, "h", f"{defence}-{steps}-{eot}", purpose, "pgd", json.dumps({"max_iter": steps}),
+                    4 / 255, "4/255", "bpda", "identity", 100, 0, 10, 0.1, 0, 1, 0, 0, 0, 0, 0, eot=eot)
+
+    deterministic = [bpda("jpeg", 50, 1, "main"), bpda("jpeg", 10, 1, "convergence")]
+    randomised = [bpda("rrp", 50, 20, "main"), bpda("rrp", 10, 20, "convergence"), bpda("rrp", 50, 5, "convergence")]
+    (steps_only,) = convergence_figure(convergence(deterministic)).axes
+    assert steps_only.get_xlabel() == "attack steps" and len(steps_only.get_lines()) == 1
+    both = convergence_figure(convergence(deterministic + randomised)).axes
+    assert [a.get_xlabel() for a in both] == ["attack steps", "EOT samples per step"]
+    assert [len(a.get_lines()) for a in both] == [2, 1]
+
+
 def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
     from ciidefence.evaluation.summary import convergence
 

@@ -355,20 +355,29 @@ def convergence_markdown(checks: list[Convergence]) -> list[str]:
 
 
 def plot_convergence(checks: list[Convergence], path: Path) -> None:
-    """Accuracy against steps and against EOT samples, a line per BPDA attack."""
+    """Save :func:`convergence_figure` to ``path``."""
+    convergence_figure(checks).savefig(path, dpi=130)
+
+
+def convergence_figure(checks: list[Convergence]) -> Any:
+    """Accuracy against steps and (where a randomised defence was attacked) against EOT samples, a line per
+    BPDA attack."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9, 3.8), layout="constrained")
-    by_steps, by_eot = figure.subplots(1, 2)
+    with_eot = any(c.eot for c in checks)
+    figure = Figure(figsize=(9 if with_eot else 5, 3.8), layout="constrained")
+    by_steps, *by_eot = figure.subplots(1, 2 if with_eot else 1, squeeze=False)[0]
     for index, c in enumerate(checks):
         label = f"{c.defence} ({c.approximation}), {c.title} {c.eps_label}" + (
             "" if c.converged else ": NOT converged")
         marker = _MARKERS[index % len(_MARKERS)]
         by_steps.plot([s for s, _ in c.steps], [100 * a for _, a in c.steps], marker=marker, label=label)
         if c.eot:
-            by_eot.plot([s for s, _ in c.eot], [100 * a for _, a in c.eot], marker=marker, label=label)
-    measured = ({s for c in checks for s, _ in c.steps}, {s for c in checks for s, _ in c.eot})
-    for axis, name, ticks in zip((by_steps, by_eot), ("attack steps", "EOT samples per step"), measured, strict=True):
+            by_eot[0].plot([s for s, _ in c.eot], [100 * a for _, a in c.eot], marker=marker, label=label)
+    panels = [(by_steps, "attack steps", {s for c in checks for s, _ in c.steps})]
+    if with_eot:
+        panels.append((by_eot[0], "EOT samples per step", {s for c in checks for s, _ in c.eot}))
+    for axis, name, ticks in panels:
         axis.set_xscale("log")
         axis.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)], minor=False)
         axis.set_xticks([], minor=True)
@@ -378,7 +387,7 @@ def plot_convergence(checks: list[Convergence], path: Path) -> None:
         axis.grid(alpha=0.3)
     by_steps.legend(fontsize=6)
     figure.suptitle("Convergence of the BPDA attacks", fontsize=10)
-    figure.savefig(path, dpi=130)
+    return figure
 
 
 def _progress_line(run: Run, table: list[Cell]) -> list[str]:
