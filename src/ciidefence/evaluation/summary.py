@@ -364,28 +364,27 @@ def convergence_figure(checks: list[Convergence]) -> Any:
     BPDA attack."""
     from matplotlib.figure import Figure
 
-    with_eot = any(c.eot for c in checks)
-    figure = Figure(figsize=(9 if with_eot else 5, 3.8), layout="constrained")
-    by_steps, *by_eot = figure.subplots(1, 2 if with_eot else 1, squeeze=False)[0]
-    for index, c in enumerate(checks):
-        label = f"{c.defence} ({c.approximation}), {c.title} {c.eps_label}" + (
-            "" if c.converged else ": NOT converged")
-        marker = _MARKERS[index % len(_MARKERS)]
-        by_steps.plot([s for s, _ in c.steps], [100 * a for _, a in c.steps], marker=marker, label=label)
-        if c.eot:
-            by_eot[0].plot([s for s, _ in c.eot], [100 * a for _, a in c.eot], marker=marker, label=label)
-    panels = [(by_steps, "attack steps", {s for c in checks for s, _ in c.steps})]
-    if with_eot:
-        panels.append((by_eot[0], "EOT samples per step", {s for c in checks for s, _ in c.eot}))
-    for axis, name, ticks in panels:
+    panels: list[tuple[str, Any]] = [("attack steps", lambda c: c.steps)]
+    if any(c.eot for c in checks):
+        panels.append(("EOT samples per step", lambda c: c.eot))
+    figure = Figure(figsize=(9 if len(panels) > 1 else 5, 3.8), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (name, series_of) in zip(axes, panels, strict=True):
+        for index, c in enumerate(checks):
+            if series := series_of(c):
+                label = f"{c.defence} ({c.approximation}), {c.title} {c.eps_label}" + (
+                    "" if c.converged else ": NOT converged")
+                axis.plot([x for x, _ in series], [100 * a for _, a in series],
+                          marker=_MARKERS[index % len(_MARKERS)], label=label)
+        ticks = sorted({x for c in checks for x, _ in series_of(c)})
         axis.set_xscale("log")
-        axis.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)], minor=False)
+        axis.set_xticks(ticks, [str(t) for t in ticks], minor=False)
         axis.set_xticks([], minor=True)
         axis.set_xlabel(name)
         axis.set_ylabel("top-1 accuracy under BPDA (%)")
         axis.set_ylim(-2, 102)
         axis.grid(alpha=0.3)
-    by_steps.legend(fontsize=6)
+    axes[0].legend(fontsize=6)
     figure.suptitle("Convergence of the BPDA attacks", fontsize=10)
     return figure
 
@@ -716,6 +715,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         writer.writeheader()
         for cell in table:
             writer.writerow(asdict(cell))
+    checks_of_convergence = convergence(table)
     paths["summary.json"].write_text(json.dumps({
         "config": run.config,
         "complete": run.complete,
@@ -723,9 +723,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "units_total": run.units_total,
         "cells": [asdict(c) for c in table],
         "sanity_checks": [asdict(c) for c in checks],
-        "convergence": [{**asdict(c), "converged": c.converged} for c in convergence(table)],
+        "convergence": [{**asdict(c), "converged": c.converged} for c in checks_of_convergence],
     }, indent=2))
-    checks_of_convergence = convergence(table)
     if checks_of_convergence:
         paths["convergence.png"] = run_dir / "convergence.png"
         plot_convergence(checks_of_convergence, paths["convergence.png"])
