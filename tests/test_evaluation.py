@@ -459,7 +459,9 @@ def test_the_paper_protocol_attacks_and_scores_only_images_classified_right(data
     assert {c["images"] for c in summary["cells"]} == {len(right)}
     clean = next(c for c in summary["cells"] if c["defence"] == "none" and c["threat"] == "clean")
     assert clean["accuracy"] == 1.0
-    assert f"only the {len(right)} of 8 images" in (out / "summary.md").read_text()
+    summary_md = (out / "summary.md").read_text()
+    assert f"only the {len(right)} of 8 images" in summary_md
+    assert "†" not in summary_md  # images the protocol leaves unscored do not make a complete cell look short
 
 
 def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
@@ -547,8 +549,29 @@ def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
     (check,) = convergence(falling)
     assert check.steps == [(10, 0.6), (20, 0.4), (50, 0.2)] and [e for e, _ in check.eot] == [1, 2, 5, 20]
     assert not check.converged
-    flat = [bpda(10, 2, 0.3, "main"), bpda(20, 2, 0.3, "convergence"), bpda(50, 2, 0.3, "convergence")]
-    assert convergence(flat)[0].converged
+    flat = [bpda(10, 2, 0.3, "main"), bpda(20, 2, 0.3, "convergence"), bpda(50, 2, 0.3, "convergence"),
+            *(bpda(10, eot, 0.3, "convergence") for eot in (1, 5, 20))]
+    assert convergence(flat, 100)[0].verdict == "converged"
+
+
+def test_a_convergence_check_with_a_partial_or_missing_point_is_incomplete_not_converged():
+    from ciidefence.evaluation.summary import at_a_glance, convergence, convergence_markdown
+
+    def bpda(steps, eot, images, purpose):
+        return Cell("m", "pixel-deflection", "h", f"{steps}-{eot}", purpose, "pgd", json.dumps({"max_iter": steps}),
+                    4 / 255, "4/255", "bpda", "differentiable", images, 0, 0, 0.0, 0, 1, 0, 0, 0, 0, 0, eot=eot)
+
+    complete = [bpda(50, 20, 200, "main"), bpda(10, 20, 200, "convergence"), bpda(20, 20, 200, "convergence"),
+                *(bpda(50, eot, 200, "convergence") for eot in (1, 5))]
+    assert convergence(complete, 200)[0].verdict == "converged"
+    (partial,) = convergence([*complete[:2], bpda(20, 20, 64, "convergence")], 200)  # 20 steps on 64 images
+    assert partial.partial == (("steps", 20),) and partial.missing == (("eot", 1), ("eot", 5))
+    assert partial.verdict == "incomplete" and not partial.converged
+    row = convergence_markdown([partial])[-2]
+    assert "20: 0.0% †" in row and "1: not run, 5: not run, 20: 0.0%" in row and "**incomplete**" in row
+    assert "(convergence incomplete)" in "\n".join(at_a_glance(complete[:1], 200, [partial]))
+    (short_main,) = convergence([bpda(50, 20, 120, "main"), *complete[1:]], 200)
+    assert short_main.partial == (("steps", 50), ("eot", 20)) and short_main.verdict == "incomplete"
 
 
 def test_the_convergence_figure_has_an_eot_panel_only_when_a_randomised_defence_was_attacked():
@@ -575,10 +598,10 @@ def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
         return Cell("m", "ciid", "h", f"{steps}-{restarts}", purpose, "pgd", params, 4 / 255, "4/255", "bpda",
                     "identity", 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
 
-    cells = [bpda(50, 0, 0.05, "main"), bpda(10, 0, 0.05, "convergence"),
+    cells = [bpda(50, 0, 0.05, "main"), bpda(10, 0, 0.05, "convergence"), bpda(20, 0, 0.05, "convergence"),
              bpda(50, 1, 0.30, "main"), bpda(10, 1, 0.50, "convergence"), bpda(20, 1, 0.40, "convergence")]
     checks = {c.variant: c for c in convergence(cells)}
-    assert checks["restarts=0"].steps == [(10, 0.05), (50, 0.05)] and checks["restarts=0"].converged
+    assert checks["restarts=0"].steps == [(10, 0.05), (20, 0.05), (50, 0.05)] and checks["restarts=0"].converged
     assert checks["restarts=1"].steps == [(10, 0.5), (20, 0.4), (50, 0.3)] and not checks["restarts=1"].converged
     assert checks["restarts=1"].title == "PGD (L-inf) (restarts=1)"
 

@@ -31,6 +31,17 @@ SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
 
 
+def convergence_points(steps: int, eot: int, randomised: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The points of a BPDA attack's convergence check, its own included.
+
+    Returns the step counts (each at ``eot`` samples): ``steps`` and
+    :data:`CONVERGENCE_STEPS`; and the EOT sample counts (each at ``steps``
+    steps): ``eot`` and :data:`CONVERGENCE_EOT` on a ``randomised`` target,
+    none on a deterministic one.
+    """
+    return tuple(sorted({*CONVERGENCE_STEPS, steps})), tuple(sorted({*CONVERGENCE_EOT, eot})) if randomised else ()
+
+
 def threat_label(threat: str, approximation: str | None, source: str | None) -> str:
     """How tables name a threat: ``bpda-<approximation>``, ``transfer-from-<source>``, or the threat itself."""
     if threat == "bpda":
@@ -272,10 +283,11 @@ class RunConfig:
         params = dict(experiment.params)
         if experiment.threat != "bpda" or "max_iter" not in params or experiment.target is None:
             return []
+        steps_points, eot_points = convergence_points(params["max_iter"], experiment.eot,
+                                                      defence_spec(experiment.target).randomised)
         variants = [dataclasses.replace(experiment, params=tuple(sorted({**params, "max_iter": steps}.items())),
-                                        purpose="convergence") for steps in CONVERGENCE_STEPS]
-        if defence_spec(experiment.target).randomised:
-            variants += [dataclasses.replace(experiment, eot=eot, purpose="convergence") for eot in CONVERGENCE_EOT]
+                                        purpose="convergence") for steps in steps_points]
+        variants += [dataclasses.replace(experiment, eot=eot, purpose="convergence") for eot in eot_points]
         own = dataclasses.replace(experiment, purpose="convergence")
         return [variant for variant in variants if variant != own]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..attacks import ATTACKS, format_eps
 from ..defences.registry import DEFENCES
-from .plan import SANITY_EPS, UNBOUNDED_EPS, threat_label
+from .plan import SANITY_EPS, UNBOUNDED_EPS, convergence_points, threat_label
 from .store import Run, canonical_json, planned_models, read_run
 
 
@@ -41,6 +41,9 @@ class Cell:
     every defence of the experiment; ``defence_ms`` is this defence's own
     time per image. ``median_nl2`` is the median normalised L2 dissimilarity
     ``||x_adv - x||_2 / ||x||_2`` the attack reached (NaN for rows of 0.2).
+    ``covered`` counts the images the experiment has rows for, scored or not
+    (under the paper's protocol, images the undefended model gets wrong are
+    covered but not scored); None where unknown.
     """
 
     model: str
@@ -69,6 +72,11 @@ class Cell:
     budget: str = "absolute"
     eot: int = 1
     source: str | None = None
+    covered: int | None = None
+
+    def short_of(self, total: int | None) -> bool:
+        """Whether the experiment has rows for fewer than ``total`` images (the run's; None: unknown)."""
+        return total is not None and (self.images + self.errors if self.covered is None else self.covered) < total
 
     @property
     def steps(self) -> int:
@@ -107,12 +115,15 @@ def scored_rows(rows: list[dict], protocol: str = "all") -> list[dict]:
 def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
     """Aggregate rows into one :class:`Cell` per model, defence and experiment (see :func:`scored_rows`)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in scored_rows(rows, protocol):
+    for row in rows:
         key = (row["model"], row["defence"], row["defence_hash"], row["experiment"], row["purpose"], row["attack"],
                row["attack_params"], row["eps"], row["eps_label"], row["threat"], row["approximation"])
         groups[key].append(row)
     found = []
-    for key, members in groups.items():
+    for key, everything in groups.items():
+        members = scored_rows(everything, protocol)
+        if not members:
+            continue
         scored = [r for r in members if r["error"] is None]
         total = len(scored)
         correct = sum(r["pred_defended_adv"] == r["label"] for r in scored)
@@ -131,6 +142,7 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
             next((r.get("budget", "absolute") for r in members), "absolute"),
             next((r.get("eot", 1) for r in members), 1),
             next((r.get("source") for r in members), None),
+            len(everything),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
@@ -278,8 +290,9 @@ class Convergence:
 
     ``steps`` holds (steps, accuracy) at the main experiment's EOT count;
     ``eot`` holds (samples, accuracy) at its step count (empty for a
-    deterministic defence). ``converged`` is False when either series is
-    still falling at its last point (:func:`still_falling`).
+    deterministic defence). ``partial`` and ``missing`` name the points, as
+    ``(series, x)`` with series ``"steps"`` or ``"eot"``, that have fewer
+    images than the run and that have none yet.
     """
 
     defence: str
@@ -291,22 +304,34 @@ class Convergence:
     eot: list[tuple[int, float]]
     variant: str = ""
     """The parameters that tell this attack from another check of the same setting (e.g. ``"restarts=0"``)."""
+    partial: tuple[tuple[str, int], ...] = ()
+    missing: tuple[tuple[str, int], ...] = ()
 
     @property
     def title(self) -> str:
         return ATTACKS[self.attack].title + (f" ({self.variant})" if self.variant else "")
 
     @property
+    def verdict(self) -> str:
+        """``"incomplete"`` while a point is partial or missing, else ``"not converged"`` when a series is
+        still falling at its last point (:func:`still_falling`), else ``"converged"``."""
+        if self.partial or self.missing:
+            return "incomplete"
+        falling = any(still_falling([a for _, a in series], self.images) for series in (self.steps, self.eot))
+        return "not converged" if falling else "converged"
+
+    @property
     def converged(self) -> bool:
-        return not any(still_falling([a for _, a in series], self.images) for series in (self.steps, self.eot)
-                       if len(series) > 1)
+        return self.verdict == "converged"
 
 
-def convergence(table: list[Cell]) -> list[Convergence]:
+def convergence(table: list[Cell], images: int | None = None) -> list[Convergence]:
     """The convergence checks of a run: one per BPDA attack that has convergence experiments.
 
     A check's series differ only in steps and EOT samples: an attack run with other parameters (a default
     changed between two parts of a resumed run) is a check of its own, named by the parameters that differ.
+    Its points are those :func:`~ciidefence.evaluation.plan.convergence_points` plans; a point with rows for
+    fewer than ``images`` images (the run's; by default, the most any point of the check has) is partial.
     """
     groups: dict[tuple, list[Cell]] = defaultdict(list)
     for c in table:
@@ -323,10 +348,18 @@ def convergence(table: list[Cell]) -> list[Convergence]:
         main = next((c for c in members if c.purpose == "main"), None)
         if main is None or not any(c.purpose == "convergence" for c in members):
             continue
-        steps = sorted({(c.steps, c.accuracy) for c in members if c.eot == main.eot})
-        eot = sorted({(c.eot, c.accuracy) for c in members if c.steps == main.steps})
-        found.append(Convergence(defence, approximation or "", attack, eps_label, main.images, steps,
-                                 eot if len(eot) > 1 else [], _telling(dict(others), variants[setting])))
+        randomised = DEFENCES[defence].randomised if defence in DEFENCES else any(c.eot != main.eot for c in members)
+        planned = dict(zip(("steps", "eot"), convergence_points(main.steps, main.eot, randomised), strict=True))
+        points = {"steps": {c.steps: c for c in members if c.eot == main.eot},
+                  "eot": {c.eot: c for c in members if c.steps == main.steps}}
+        expected = images if images is not None else max((c.covered or c.images + c.errors) for c in members)
+        partial = tuple((series, x) for series, cells_at in points.items() for x, c in sorted(cells_at.items())
+                        if c.short_of(expected))
+        missing = tuple((series, x) for series, xs in planned.items() for x in xs if x not in points[series])
+        found.append(Convergence(defence, approximation or "", attack, eps_label, main.images,
+                                 [(x, c.accuracy) for x, c in sorted(points["steps"].items())],
+                                 [(x, c.accuracy) for x, c in sorted(points["eot"].items())] if randomised else [],
+                                 _telling(dict(others), variants[setting]), partial, missing))
     return found
 
 
@@ -342,15 +375,19 @@ def convergence_markdown(checks: list[Convergence]) -> list[str]:
     lines = ["## Convergence of the BPDA attacks", "",
              f"Accuracy after more steps and more EOT samples; **not converged** when the last point is still "
              f"more than {STILL_FALLING_POINTS:g} point (and one image) below the one before: the attack was too "
-             "weak to measure robustness, whatever the accuracy says.", "",
+             "weak to measure robustness, whatever the accuracy says. **incomplete** while a point has fewer "
+             "images than the run (†) or is not run yet (not run).", "",
              "| defence | approximation | attack | eps | accuracy by steps | accuracy by EOT samples | verdict |",
              "|---|---|---|---|---|---|---|"]
     for c in checks:
-        by_steps = ", ".join(f"{s}: {_percent(a)}" for s, a in c.steps)
-        by_eot = ", ".join(f"{s}: {_percent(a)}" for s, a in c.eot) or "-"
-        verdict = "converged" if c.converged else "**not converged**"
-        lines.append(f"| {c.defence} | {c.approximation} | {c.title} | {c.eps_label} | {by_steps} "
-                     f"| {by_eot} | {verdict} |")
+        texts = {}
+        for series in ("steps", "eot"):
+            points = [(x, f"{_percent(a)}{' †' if (series, x) in c.partial else ''}") for x, a in getattr(c, series)]
+            points += [(x, "not run") for s, x in c.missing if s == series]
+            texts[series] = ", ".join(f"{x}: {text}" for x, text in sorted(points)) or "-"
+        verdict = c.verdict if c.converged else f"**{c.verdict}**"
+        lines.append(f"| {c.defence} | {c.approximation} | {c.title} | {c.eps_label} | {texts['steps']} "
+                     f"| {texts['eot']} | {verdict} |")
     return [*lines, ""]
 
 
@@ -373,7 +410,7 @@ def convergence_figure(checks: list[Convergence]) -> Any:
         for index, c in enumerate(checks):
             if series := series_of(c):
                 label = f"{c.defence} ({c.approximation}), {c.title} {c.eps_label}" + (
-                    "" if c.converged else ": NOT converged")
+                    "" if c.converged else f": {c.verdict.upper()}")
                 axis.plot([x for x, _ in series], [100 * a for _, a in series],
                           marker=_MARKERS[index % len(_MARKERS)], label=label)
         ticks = sorted({x for c in checks for x, _ in series_of(c)})
@@ -395,10 +432,6 @@ def _progress_line(run: Run, table: list[Cell]) -> list[str]:
         return []
     return [f"**Incomplete: {run.units_done} of {run.units_total} batches written**; cells marked † have fewer "
             f"images than the run's {run.images}. `ciid evaluate ... --resume` continues it.", ""]
-
-
-def _short(cell: Cell, total: int | None) -> bool:
-    return total is not None and cell.images + cell.errors < total
 
 
 def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None = None) -> str:
@@ -440,7 +473,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
         "| check | status | detail |", "|---|---|---|",
     ]
     lines += [f"| {c.name} | **{c.status}** | {c.detail or '-'} |" for c in checks]
-    checks_of_convergence = convergence(table)
+    checks_of_convergence = convergence(table, run.images)
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
         table, run.images, checks_of_convergence)
     lines += ["", *convergence_markdown(checks_of_convergence)]
@@ -459,7 +492,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
             f"| {c.eps_label} | {_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} "
             f"| {_percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_nl2:.4f} | {c.median_linf:.4f} "
             f"| {c.defence_ms:.1f} "
-            f"| {c.images}{' †' if _short(c, run.images) else ''} |"
+            f"| {c.images}{' †' if c.short_of(run.images) else ''} |"
         )
     lines += ["", "## Experiments", "",
               "Each experiment's wall time per image: the attack, plus every defence scored on it.", "",
@@ -529,13 +562,17 @@ def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, in
     return rows, columns, values, {k: statistics.fmean(v) for k, v in cost.items()}
 
 
+_VERDICT_FLAGS = {"not converged": " (not converged)", "incomplete": " (convergence incomplete)"}
+
+
 def at_a_glance(table: list[Cell], total: int | None = None,
                 checks: list[Convergence] | None = None) -> list[str]:
     """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell.
 
-    A BPDA cell whose attack did not converge (``checks``) is marked "not converged".
+    A BPDA cell whose convergence check (``checks``) is not "converged" is marked with its verdict.
     """
-    unconverged = {(c.defence, c.approximation, c.attack, c.eps_label) for c in checks or [] if not c.converged}
+    unconverged = {(c.defence, c.approximation, c.attack, c.eps_label): c.verdict for c in checks or []
+                   if not c.converged}
     rows, columns, values, cost = pivot(table)
     titles = [_column_title(column) for column in columns]
     header = ["defence", *titles, "defence ms/img"]
@@ -544,10 +581,12 @@ def at_a_glance(table: list[Cell], total: int | None = None,
         texts = []
         for i in range(len(titles)):
             cell = values.get((row, i))
-            flag = cell is not None and (cell.defence, cell.approximation, cell.attack, cell.eps_label) in unconverged
-            texts.append("n/a" if cell is None else
-                         f"{_percent(cell.accuracy)}{' †' if _short(cell, total) else ''}"
-                         f"{' (not converged)' if flag else ''}")
+            if cell is None:
+                texts.append("n/a")
+                continue
+            verdict = unconverged.get((cell.defence, cell.approximation or "", cell.attack, cell.eps_label), "")
+            texts.append(f"{_percent(cell.accuracy)}{' †' if cell.short_of(total) else ''}"
+                         f"{_VERDICT_FLAGS.get(verdict, '')}")
         lines.append("| " + " | ".join([row, *texts, f"{cost[row]:.1f}"]) + " |")
     images = sorted({c.images for c in values.values()})
     if images:
@@ -715,7 +754,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         writer.writeheader()
         for cell in table:
             writer.writerow(asdict(cell))
-    checks_of_convergence = convergence(table)
+    checks_of_convergence = convergence(table, run.images)
     paths["summary.json"].write_text(json.dumps({
         "config": run.config,
         "complete": run.complete,
@@ -723,7 +762,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "units_total": run.units_total,
         "cells": [asdict(c) for c in table],
         "sanity_checks": [asdict(c) for c in checks],
-        "convergence": [{**asdict(c), "converged": c.converged} for c in checks_of_convergence],
+        "convergence": [{**asdict(c), "verdict": c.verdict, "converged": c.converged} for c in checks_of_convergence],
     }, indent=2))
     if checks_of_convergence:
         paths["convergence.png"] = run_dir / "convergence.png"
@@ -745,7 +784,7 @@ def glance_text(run_dir: str | Path) -> str:
         lines += [f"## {model}", ""] if len(models_of(run)) > 1 else []
         lines += [f"sanity: {c.status:7s} {c.name}" + (f" ({c.detail})" if c.detail and c.status != "PASS" else "")
                   for c in sanity_checks(own, run.config, run.complete)]
-        lines += ["", *at_a_glance(own, run.images, convergence(own)), ""]
+        lines += ["", *at_a_glance(own, run.images, convergence(own, run.images)), ""]
     return "\n".join(lines) + "\n"
 
 
