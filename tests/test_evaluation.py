@@ -461,7 +461,7 @@ def test_the_paper_protocol_attacks_and_scores_only_images_classified_right(data
     assert clean["accuracy"] == 1.0
     summary_md = (out / "summary.md").read_text()
     assert f"only the {len(right)} of 8 images" in summary_md
-    assert "†" not in summary_md  # images the protocol leaves unscored do not make a complete cell look short
+    assert not re.search(r"[\d%] †", summary_md)  # images left unscored by the protocol do not make a cell short
 
 
 def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
