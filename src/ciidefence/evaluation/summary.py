@@ -74,9 +74,14 @@ class Cell:
     source: str | None = None
     covered: int | None = None
 
+    @property
+    def rows_covered(self) -> int:
+        """The images the experiment has rows for: ``covered``, or where unknown, those scored or unreadable."""
+        return self.images + self.errors if self.covered is None else self.covered
+
     def short_of(self, total: int | None) -> bool:
         """Whether the experiment has rows for fewer than ``total`` images (the run's; None: unknown)."""
-        return total is not None and (self.images + self.errors if self.covered is None else self.covered) < total
+        return total is not None and self.rows_covered < total
 
     @property
     def steps(self) -> int:
@@ -352,7 +357,7 @@ def convergence(table: list[Cell], images: int | None = None) -> list[Convergenc
         planned = dict(zip(("steps", "eot"), convergence_points(main.steps, main.eot, randomised), strict=True))
         points = {"steps": {c.steps: c for c in members if c.eot == main.eot},
                   "eot": {c.eot: c for c in members if c.steps == main.steps}}
-        expected = images if images is not None else max((c.covered or c.images + c.errors) for c in members)
+        expected = images if images is not None else max(c.rows_covered for c in members)
         partial = tuple((series, x) for series, cells_at in points.items() for x, c in sorted(cells_at.items())
                         if c.short_of(expected))
         missing = tuple((series, x) for series, xs in planned.items() for x in xs if x not in points[series])
