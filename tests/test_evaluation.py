@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -287,7 +288,6 @@ def test_wilson_interval():
 
 
 def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bars(tmp_path):
-    from dataclasses import replace
 
     from ciidefence.evaluation.summary import eps_figure, plot
 
@@ -345,6 +345,27 @@ def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
     strong = {c.name: c for c in sanity_checks(weak[:1])}["minimum-norm attacks leave the undefended model at <= 5%"]
     assert strong.status == "PASS"
     assert checks["undefended model falls to <= 1% under PGD-20 at 8/255"].status == "NOT RUN"
+
+
+def test_sanity_checks_leave_out_transfer_where_the_attacker_targeted_another_model():
+    def transferred(attack, eps, accuracy):
+        return replace(cell("none", attack, eps, "graybox", accuracy), threat="transfer", source="lite2")
+
+    # the undefended rows of a transfer run (lite2 -> lite0): I-FGSM transfers worse than FGSM, and a
+    # minimum-norm attack made on lite2 leaves most of lite0 right; neither says lite0's attack is weak
+    table = [transferred("fgsm", 2 / 255, 0.746), transferred("bim", 2 / 255, 0.782),
+             transferred("fgsm", 4 / 255, 0.684), transferred("pgd", 2 / 255, 0.60), transferred("pgd", 4 / 255, 0.65),
+             transferred("cw", None, 0.86)]
+    checks = {c.name: c for c in sanity_checks(table)}
+    assert checks["iterative attacks do at least as well as FGSM"].status == "NOT RUN"
+    assert checks["accuracy does not rise with eps"].status == "NOT RUN"
+    assert checks["minimum-norm attacks leave the undefended model at <= 5%"].status == "NOT RUN"
+
+    graybox = [cell("none", "fgsm", 2 / 255, "graybox", 0.20), cell("none", "bim", 2 / 255, "graybox", 0.30)]
+    checks = {c.name: c for c in sanity_checks(table + graybox)}
+    iterative = checks["iterative attacks do at least as well as FGSM"]
+    assert iterative.status == "FLAG" and iterative.detail.startswith("none/graybox/2/255: bim 30.0%")
+    assert "transfer" not in iterative.detail
 
 
 def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():

@@ -160,10 +160,11 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
 def attacks_the_scored_model(cell: Cell) -> bool:
     """True when the attacker targeted the model being scored (undefended gray-box, or BPDA).
 
-    Gray-box results of a defended model come from attacks on another model,
-    so the sanity checks on attack strength do not apply to them.
+    Gray-box results of a defended model, and every transfer result, come from
+    attacks on another model, so the sanity checks on attack strength do not
+    apply to them (iterative attacks, for one, transfer worse than FGSM).
     """
-    return cell.defence == "none" or cell.threat == "bpda"
+    return cell.threat == "bpda" or (cell.defence == "none" and cell.threat == "graybox")
 
 
 @dataclass(frozen=True)
@@ -465,14 +466,16 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
         "Threat models: **clean** = no attack; **graybox** = the attacker attacks the bare classifier "
         "and each defence is scored on the result; **bpda-identity** / **bpda-differentiable** / "
         "**bpda-inpainter** = the attacker attacks the defended classifier, real defence forward, "
-        "approximation backward (identity; through the wavelet shrinkage; through the inpainter too). "
+        "approximation backward (identity; through the wavelet shrinkage; through the inpainter too); "
+        "**transfer-from-X** = the attacker attacks the bare classifier X, and each defence is scored, "
+        "with this run's model, on the result (the black-box number). "
         "eps is the L-inf (or, for L2 attacks, L2) budget on images in [0, 1]; `0.03 nl2` is a normalised "
         "L2 budget, each image's L2 radius being 0.03 times its own L2 norm (the papers' convention); the "
         "median normalised L2 column gives ||x_adv - x|| / ||x|| for every attack, so both conventions "
         "sit side by side. DeepFool and "
         "Carlini-Wagner are minimum-norm attacks without a budget. Intervals are 95% Wilson intervals. "
         "The checks on attack strength apply where the attacker targeted the scored model (the "
-        "undefended model, and BPDA).",
+        "undefended model under gray-box attacks, and BPDA), not to transfer.",
         "",
         "## Sanity checks (Carlini et al. 2019)", "",
         "| check | status | detail |", "|---|---|---|",
