@@ -368,6 +368,24 @@ def test_sanity_checks_leave_out_transfer_where_the_attacker_targeted_another_mo
     assert "transfer" not in iterative.detail
 
 
+def test_heat_map_names_a_threat_shared_by_every_column_once_in_its_title():
+    from ciidefence.evaluation.summary import table_figure
+
+    def transferred(defence, attack, eps, accuracy):
+        return replace(cell(defence, attack, eps, "graybox", accuracy), threat="transfer", source="lite2")
+
+    table = [cell("none", "clean", None, "clean", 0.89), transferred("none", "fgsm", 4 / 255, 0.68),
+             transferred("none", "cw", None, 0.88), transferred("ciid", "fgsm", 4 / 255, 0.67)]
+    axis = table_figure(table).axes[0]
+    assert "every attack transfer-from-lite2" in axis.get_title()
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["clean", "fgsm\n4/255", "cw"]
+
+    mixed = table + [cell("none", "fgsm", 4 / 255, "graybox", 0.2)]
+    axis = table_figure(mixed).axes[0]
+    assert "every attack" not in axis.get_title()
+    assert "fgsm\n4/255\ntransfer-from-lite2" in [t.get_text() for t in axis.get_xticklabels()]
+
+
 def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
     from ciidefence.evaluation import RunConfig
 

@@ -633,7 +633,15 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
 
 
 def plot_table(table: list[Cell], path: Path) -> None:
-    """The at-a-glance table as a heat map: a row per defence, a column per attack setting, with n."""
+    """Save :func:`table_figure` of ``table`` to ``path``."""
+    table_figure(table).savefig(path, dpi=130, bbox_inches="tight")
+
+
+def table_figure(table: list[Cell]) -> Any:
+    """The at-a-glance table as a heat map: a row per defence, a column per attack setting, with n.
+
+    A threat model shared by every attacked column (a transfer run's source, say) is named once in the title.
+    """
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -650,11 +658,16 @@ def plot_table(table: list[Cell], path: Path) -> None:
         if not np.isnan(value):
             axis.text(c, r, f"{value:.0f}\nn={counts[r, c]}", ha="center", va="center", fontsize=6.5,
                       color="white" if value < 60 else "black")
-    short = ["clean" if c == ("clean",) else "\n".join(part for part in c if part != "-") for c in columns]
+    threats = {column[2] for column in columns if column != ("clean",)}
+    shared = threats.pop() if len(threats) == 1 else None  # named once in the title, not under every column
+    short = ["clean" if c == ("clean",) else "\n".join(part for i, part in enumerate(c)
+                                                       if part != "-" and not (i == 2 and part == shared))
+             for c in columns]
     axis.set_xticks(range(len(columns)), short, fontsize=7)
     axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
-    axis.set_title("Top-1 accuracy (%) of each defence; defence cost per image in brackets", fontsize=9)
-    figure.savefig(path, dpi=130, bbox_inches="tight")
+    axis.set_title("Top-1 accuracy (%) of each defence" + (f", every attack {shared}" if shared else "")
+                   + "; defence cost per image in brackets", fontsize=9)
+    return figure
 
 
 _MARKERS = "osD^vP*Xh<>p"
