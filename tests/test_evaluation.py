@@ -288,7 +288,6 @@ def test_wilson_interval():
 
 
 def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bars(tmp_path):
-
     from ciidefence.evaluation.summary import eps_figure, plot
 
     attacked = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.0)
@@ -306,6 +305,11 @@ def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpo
     threat, _, approximation = threat.partition("-")
     return Cell("m", defence, "h", f"{attack}{eps}{threat}{purpose}", purpose, attack, params, eps, format_eps(eps),
                 threat, approximation or None, 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
+
+
+def transferred(defence, attack, eps, accuracy, source="lite2"):
+    """A cell of ``attack`` made on ``source`` and scored on the run's model behind ``defence``."""
+    return replace(cell(defence, attack, eps, "graybox", accuracy), threat="transfer", source=source)
 
 
 def test_one_attack_setting_run_with_two_parameter_sets_gets_two_columns():
@@ -348,14 +352,11 @@ def test_sanity_checks_flag_a_rise_with_eps_and_a_weak_iterative_attack():
 
 
 def test_sanity_checks_leave_out_transfer_where_the_attacker_targeted_another_model():
-    def transferred(attack, eps, accuracy):
-        return replace(cell("none", attack, eps, "graybox", accuracy), threat="transfer", source="lite2")
-
     # the undefended rows of a transfer run (lite2 -> lite0): I-FGSM transfers worse than FGSM, and a
     # minimum-norm attack made on lite2 leaves most of lite0 right; neither says lite0's attack is weak
-    table = [transferred("fgsm", 2 / 255, 0.746), transferred("bim", 2 / 255, 0.782),
-             transferred("fgsm", 4 / 255, 0.684), transferred("pgd", 2 / 255, 0.60), transferred("pgd", 4 / 255, 0.65),
-             transferred("cw", None, 0.86)]
+    table = [transferred("none", "fgsm", 2 / 255, 0.746), transferred("none", "bim", 2 / 255, 0.782),
+             transferred("none", "fgsm", 4 / 255, 0.684), transferred("none", "pgd", 2 / 255, 0.60),
+             transferred("none", "pgd", 4 / 255, 0.65), transferred("none", "cw", None, 0.86)]
     checks = {c.name: c for c in sanity_checks(table)}
     assert checks["iterative attacks do at least as well as FGSM"].status == "NOT RUN"
     assert checks["accuracy does not rise with eps"].status == "NOT RUN"
@@ -370,9 +371,6 @@ def test_sanity_checks_leave_out_transfer_where_the_attacker_targeted_another_mo
 
 def test_heat_map_names_a_threat_shared_by_every_column_once_in_its_title():
     from ciidefence.evaluation.summary import table_figure
-
-    def transferred(defence, attack, eps, accuracy):
-        return replace(cell(defence, attack, eps, "graybox", accuracy), threat="transfer", source="lite2")
 
     table = [cell("none", "clean", None, "clean", 0.89), transferred("none", "fgsm", 4 / 255, 0.68),
              transferred("none", "cw", None, 0.88), transferred("ciid", "fgsm", 4 / 255, 0.67)]
