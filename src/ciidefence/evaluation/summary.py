@@ -658,16 +658,21 @@ def table_figure(table: list[Cell]) -> Any:
         if not np.isnan(value):
             axis.text(c, r, f"{value:.0f}\nn={counts[r, c]}", ha="center", va="center", fontsize=6.5,
                       color="white" if value < 60 else "black")
-    threats = {column[2] for column in columns if column != ("clean",)}
+    threats = {threat for _, _, threat, *_ in (c for c in columns if c != ("clean",))}
     shared = threats.pop() if len(threats) == 1 else None  # named once in the title, not under every column
-    short = ["clean" if c == ("clean",) else "\n".join(part for i, part in enumerate(c)
-                                                       if part != "-" and not (i == 2 and part == shared))
-             for c in columns]
-    axis.set_xticks(range(len(columns)), short, fontsize=7)
+    axis.set_xticks(range(len(columns)), [_tick_label(column, shared) for column in columns], fontsize=7)
     axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
     axis.set_title("Top-1 accuracy (%) of each defence" + (f", every attack {shared}" if shared else "")
                    + "; defence cost per image in brackets", fontsize=9)
     return figure
+
+
+def _tick_label(column: tuple, shared_threat: str | None) -> str:
+    """A heat-map column's label, one part a line, leaving out a threat the title already names."""
+    if column == ("clean",):
+        return "clean"
+    attack, eps, threat, *params = column
+    return "\n".join(part for part in (attack, eps, threat if threat != shared_threat else "-", *params) if part != "-")
 
 
 _MARKERS = "osD^vP*Xh<>p"
