@@ -301,6 +301,21 @@ def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bar
     assert drawn and all(line.get_linestyle() == "None" for line in drawn)  # markers and caps, no line from clean
 
 
+def test_the_eps_plot_gives_normalised_l2_budgets_their_own_panel_and_axis():
+    from ciidefence.evaluation.summary import eps_figure
+
+    table = [cell(defence, "clean", None, "clean", 0.9) for defence in ("none", "ciid")]
+    for defence in ("none", "ciid"):
+        table += [cell(defence, "pgd", eps, "graybox", 0.5) for eps in (2 / 255, 4 / 255)]
+        table += [replace(cell(defence, "pgd-l2", eps, "graybox", 0.4), budget="nl2") for eps in (0.02, 0.05)]
+    axes = [axis for axis in eps_figure(table).axes if axis.get_visible()]
+    by_label = {axis.get_xlabel(): axis for axis in axes}
+    assert len(axes) == 2 and set(by_label) == {"eps (L-inf, x/255)", "eps (normalised L2, ||d||/||x||)"}
+    l2_xs = {tuple(line.get_xdata()) for line in by_label["eps (normalised L2, ||d||/||x||)"].get_lines()}
+    linf_xs = {tuple(line.get_xdata()) for line in by_label["eps (L-inf, x/255)"].get_lines()}
+    assert l2_xs == {(0.0, 0.02, 0.05)} and linf_xs == {(0.0, 2.0, 4.0)}
+
+
 def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpose="main"):
     threat, _, approximation = threat.partition("-")
     return Cell("m", defence, "h", f"{attack}{eps}{threat}{purpose}", purpose, attack, params, eps, format_eps(eps),

@@ -683,9 +683,20 @@ def plot(table: list[Cell], path: Path) -> None:
     eps_figure(table).savefig(path, dpi=130, bbox_inches="tight")
 
 
-def eps_figure(table: list[Cell]) -> Any:
-    """Accuracy against eps: a panel per threat model and L-inf attack, a line per defence (eps 0 = clean).
+_BUDGET_AXES = {"inf": (255.0, "eps (L-inf, x/255)"), "2": (1.0, "eps (L2)"),
+                "nl2": (1.0, "eps (normalised L2, ||d||/||x||)")}
+"""Per budget kind, in panel order: the factor from ``eps`` to the eps plot's x axis, and the axis label."""
 
+
+def _budget_kind(cell: Cell) -> str:
+    return "nl2" if cell.budget == "nl2" else ATTACKS[cell.attack].norm
+
+
+def eps_figure(table: list[Cell]) -> Any:
+    """Accuracy against eps: a panel per threat model, attack and budget kind, a line per defence (eps 0 = clean).
+
+    L-inf budgets are drawn in 1/255 steps, L2 budgets as they are, and
+    normalised L2 budgets (``nl2``) as the fraction of each image's norm.
     Each defence has its own colour and marker; points are drawn only where
     measured, with 95% Wilson intervals as bands. The undefended model is dashed.
     A defence attacked at a single budget gets markers with error bars and no
@@ -698,9 +709,11 @@ def eps_figure(table: list[Cell]) -> Any:
     labels = defence_labels(table)
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
     for c in table:
-        if c.threat != "clean" and c.eps is not None and c.in_table and ATTACKS[c.attack].norm == "inf":
-            series[(c.threat_label, c.attack)][(c.defence, c.defence_hash)].append(c)
-    panels = list(series) or [("clean", "fgsm")]
+        if c.threat != "clean" and c.eps is not None and c.in_table:
+            series[(c.threat_label, _budget_kind(c), c.attack)][(c.defence, c.defence_hash)].append(c)
+    threats = list(dict.fromkeys(threat for threat, _, _ in series))
+    panels = sorted(series, key=lambda p: (threats.index(p[0]), list(_BUDGET_AXES).index(p[1])))
+    panels = panels or [("clean", "inf", "fgsm")]
     columns = min(len(panels), 3)
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(4.6 * columns, 3.8 * rows))
@@ -709,9 +722,11 @@ def eps_figure(table: list[Cell]) -> Any:
     order = list(labels)
     handles: dict[str, Any] = {}
     for axis, panel in zip(axes.flat, panels, strict=False):
+        threat, kind, attack = panel
+        scale, x_label = _BUDGET_AXES[kind]
         for key, members in series.get(panel, {}).items():
             members.sort(key=lambda c: c.eps or 0.0)
-            points = ([(0.0, clean[key])] if key in clean else []) + [(255 * (c.eps or 0.0), c) for c in members]
+            points = ([(0.0, clean[key])] if key in clean else []) + [(scale * (c.eps or 0.0), c) for c in members]
             xs = [x for x, _ in points]
             index = order.index(key)
             colour = palette(index % palette.N)
@@ -728,8 +743,8 @@ def eps_figure(table: list[Cell]) -> Any:
                 line = axis.errorbar(xs, ys, yerr=errors, fmt=marker, ms=4, color=colour, capsize=2,
                                      mfc="none" if key[0] == "none" else colour, lw=1)
             handles.setdefault(labels[key], line)
-        axis.set_title(f"{ATTACKS[panel[1]].title}, {panel[0]}", fontsize=9)
-        axis.set_xlabel("eps (L-inf, x/255)")
+        axis.set_title(f"{ATTACKS[attack].title}, {threat}", fontsize=9)
+        axis.set_xlabel(x_label)
         axis.set_ylabel("top-1 accuracy (%)")
         axis.set_ylim(-2, 102)
         axis.grid(alpha=0.3)
