@@ -316,6 +316,19 @@ def test_the_eps_plot_gives_normalised_l2_budgets_their_own_panel_and_axis():
     assert l2_xs == {(0.0, 0.02, 0.05)} and linf_xs == {(0.0, 2.0, 4.0)}
 
 
+def test_the_eps_plot_draws_each_parameter_variant_of_an_attack_in_its_own_panel():
+    from ciidefence.evaluation.summary import eps_figure
+
+    table = [cell("ciid", "clean", None, "clean", 0.8)]
+    table += [cell("ciid", "pgd", eps, "graybox", 0.5, params=f'{{"max_iter":10,"restarts":{restarts}}}')
+              for eps in (2 / 255, 4 / 255) for restarts in (0, 1)]
+    table.append(cell("ciid", "pgd", 8 / 255, "graybox", 0.1, params='{"max_iter":10,"restarts":1}'))
+    axes = [axis for axis in eps_figure(table).axes if axis.get_visible()]
+    xs = {axis.get_title(): [list(line.get_xdata()) for line in axis.get_lines()] for axis in axes}
+    assert xs == {"PGD (L-inf), graybox (restarts=0)": [[0.0, 2.0, 4.0]],
+                  "PGD (L-inf), graybox (restarts=1)": [[0.0, 2.0, 4.0, 8.0]]}  # no x drawn twice in a line
+
+
 def cell(defence, attack, eps, threat, accuracy, params='{"max_iter":10}', purpose="main"):
     threat, _, approximation = threat.partition("-")
     return Cell("m", defence, "h", f"{attack}{eps}{threat}{purpose}", purpose, attack, params, eps, format_eps(eps),

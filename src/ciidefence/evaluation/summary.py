@@ -692,8 +692,16 @@ def _budget_kind(cell: Cell) -> str:
     return "nl2" if cell.budget == "nl2" else ATTACKS[cell.attack].norm
 
 
+def _panel(cell: Cell) -> tuple[str, str, str]:
+    return (cell.threat_label, _budget_kind(cell), cell.attack)
+
+
 def eps_figure(table: list[Cell]) -> Any:
     """Accuracy against eps: a panel per threat model, attack and budget kind, a line per defence (eps 0 = clean).
+
+    Where one attack was run with several sets of parameters (e.g. with and
+    without a random start), each set gets its own panel, titled with the
+    parameters that tell them apart, so no line joins two variants.
 
     L-inf budgets are drawn in 1/255 steps, L2 budgets as they are, and
     normalised L2 budgets (``nl2``) as the fraction of each image's norm.
@@ -707,13 +715,18 @@ def eps_figure(table: list[Cell]) -> Any:
 
     clean = {(c.defence, c.defence_hash): c for c in table if c.threat == "clean"}
     labels = defence_labels(table)
+    attacked = [c for c in table if c.threat != "clean" and c.eps is not None and c.in_table]
+    variants: dict[tuple, list[dict]] = defaultdict(list)
+    for c in attacked:
+        if json.loads(c.attack_params) not in variants[_panel(c)]:
+            variants[_panel(c)].append(json.loads(c.attack_params))
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
-    for c in table:
-        if c.threat != "clean" and c.eps is not None and c.in_table:
-            series[(c.threat_label, _budget_kind(c), c.attack)][(c.defence, c.defence_hash)].append(c)
-    threats = list(dict.fromkeys(threat for threat, _, _ in series))
+    for c in attacked:
+        telling = _telling(json.loads(c.attack_params), variants[_panel(c)])
+        series[(*_panel(c), telling)][(c.defence, c.defence_hash)].append(c)
+    threats = list(dict.fromkeys(threat for threat, *_ in series))
     panels = sorted(series, key=lambda p: (threats.index(p[0]), list(_BUDGET_AXES).index(p[1])))
-    panels = panels or [("clean", "inf", "fgsm")]
+    panels = panels or [("clean", "inf", "fgsm", "")]
     columns = min(len(panels), 3)
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(4.6 * columns, 3.8 * rows))
@@ -722,7 +735,7 @@ def eps_figure(table: list[Cell]) -> Any:
     order = list(labels)
     handles: dict[str, Any] = {}
     for axis, panel in zip(axes.flat, panels, strict=False):
-        threat, kind, attack = panel
+        threat, kind, attack, telling = panel
         scale, x_label = _BUDGET_AXES[kind]
         for key, members in series.get(panel, {}).items():
             members.sort(key=lambda c: c.eps or 0.0)
@@ -743,7 +756,7 @@ def eps_figure(table: list[Cell]) -> Any:
                 line = axis.errorbar(xs, ys, yerr=errors, fmt=marker, ms=4, color=colour, capsize=2,
                                      mfc="none" if key[0] == "none" else colour, lw=1)
             handles.setdefault(labels[key], line)
-        axis.set_title(f"{ATTACKS[attack].title}, {threat}", fontsize=9)
+        axis.set_title(f"{ATTACKS[attack].title}, {threat}" + (f" ({telling})" if telling else ""), fontsize=9)
         axis.set_xlabel(x_label)
         axis.set_ylabel("top-1 accuracy (%)")
         axis.set_ylim(-2, 102)
