@@ -8,6 +8,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -518,14 +519,20 @@ def _column(cell: Cell) -> tuple:
     return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat_label)
 
 
-def _columns(table: list[Cell]) -> list[tuple]:
-    """Each cell's column: its attack setting, and where one setting was run with several sets of parameters,
-    the parameters that tell them apart (e.g. ``"initial_const=1.0"``)."""
+def _parameter_sets(table: list[Cell], key: Callable[[Cell], tuple]) -> dict[tuple, list[dict]]:
+    """Per ``key`` of a cell, the distinct attack parameter sets of the cells with that key, in order of appearance."""
     found: dict[tuple, list[dict]] = defaultdict(list)
     for c in table:
         params = json.loads(c.attack_params)
-        if params not in found[_column(c)]:
-            found[_column(c)].append(params)
+        if params not in found[key(c)]:
+            found[key(c)].append(params)
+    return found
+
+
+def _columns(table: list[Cell]) -> list[tuple]:
+    """Each cell's column: its attack setting, and where one setting was run with several sets of parameters,
+    the parameters that tell them apart (e.g. ``"initial_const=1.0"``)."""
+    found = _parameter_sets(table, _column)
     keys = []
     for c in table:
         variants = found[_column(c)]
@@ -716,10 +723,7 @@ def eps_figure(table: list[Cell]) -> Any:
     clean = {(c.defence, c.defence_hash): c for c in table if c.threat == "clean"}
     labels = defence_labels(table)
     attacked = [c for c in table if c.threat != "clean" and c.eps is not None and c.in_table]
-    variants: dict[tuple, list[dict]] = defaultdict(list)
-    for c in attacked:
-        if json.loads(c.attack_params) not in variants[_panel(c)]:
-            variants[_panel(c)].append(json.loads(c.attack_params))
+    variants = _parameter_sets(attacked, _panel)
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
     for c in attacked:
         telling = _telling(json.loads(c.attack_params), variants[_panel(c)])
