@@ -519,28 +519,22 @@ def _column(cell: Cell) -> tuple:
     return ("clean",) if cell.threat == "clean" else (cell.attack, cell.eps_label, cell.threat_label)
 
 
-def _parameter_sets(table: list[Cell], key: Callable[[Cell], tuple]) -> dict[tuple, list[dict]]:
-    """Per ``key`` of a cell, the distinct attack parameter sets of the cells with that key, in order of appearance."""
+def _variants(table: list[Cell], key: Callable[[Cell], tuple]) -> list[str]:
+    """Per cell, the attack parameters that tell its set apart from the other sets of parameters run under the
+    same ``key`` (e.g. ``"initial_const=1.0"``), or ``""`` where that key was run with one set."""
     found: dict[tuple, list[dict]] = defaultdict(list)
-    for c in table:
-        params = json.loads(c.attack_params)
-        if params not in found[key(c)]:
-            found[key(c)].append(params)
-    return found
+    params = [json.loads(c.attack_params) for c in table]
+    for c, p in zip(table, params, strict=True):
+        if p not in found[key(c)]:
+            found[key(c)].append(p)
+    return [_telling(p, found[key(c)]) for c, p in zip(table, params, strict=True)]
 
 
 def _columns(table: list[Cell]) -> list[tuple]:
     """Each cell's column: its attack setting, and where one setting was run with several sets of parameters,
     the parameters that tell them apart (e.g. ``"initial_const=1.0"``)."""
-    found = _parameter_sets(table, _column)
-    keys = []
-    for c in table:
-        variants = found[_column(c)]
-        if len(variants) == 1:
-            keys.append(_column(c))
-            continue
-        keys.append((*_column(c), _telling(json.loads(c.attack_params), variants)))
-    return keys
+    return [(*_column(c), telling) if telling else _column(c)
+            for c, telling in zip(table, _variants(table, _column), strict=True)]
 
 
 def _column_title(column: tuple) -> str:
@@ -723,10 +717,8 @@ def eps_figure(table: list[Cell]) -> Any:
     clean = {(c.defence, c.defence_hash): c for c in table if c.threat == "clean"}
     labels = defence_labels(table)
     attacked = [c for c in table if c.threat != "clean" and c.eps is not None and c.in_table]
-    variants = _parameter_sets(attacked, _panel)
     series: dict[tuple, dict[tuple, list[Cell]]] = defaultdict(lambda: defaultdict(list))
-    for c in attacked:
-        telling = _telling(json.loads(c.attack_params), variants[_panel(c)])
+    for c, telling in zip(attacked, _variants(attacked, _panel), strict=True):
         series[(*_panel(c), telling)][(c.defence, c.defence_hash)].append(c)
     threats = list(dict.fromkeys(threat for threat, *_ in series))
     panels = sorted(series, key=lambda p: (threats.index(p[0]), list(_BUDGET_AXES).index(p[1])))
