@@ -412,6 +412,21 @@ def test_heat_map_names_a_threat_shared_by_every_column_once_in_its_title():
     assert "fgsm\n4/255\ntransfer-from-lite2" in [t.get_text() for t in axis.get_xticklabels()]
 
 
+def test_heat_map_column_labels_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ciidefence.evaluation.summary import table_figure
+
+    table = [cell("none", "clean", None, "clean", 0.89)] + [
+        cell("ciid", attack, 4 / 255, f"bpda-{approximation}", 0.0)
+        for approximation in ("differentiable", "identity", "inpainter") for attack in ("apgd-ce", "apgd-dlr")]
+    figure = table_figure(table)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in figure.axes[0].get_xticklabels()]
+    assert len(boxes) == 7
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:], strict=False))
+
+
 def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
     from ciidefence.evaluation import RunConfig
 

@@ -652,16 +652,19 @@ def table_figure(table: list[Cell]) -> Any:
     for (row, column), cell in values.items():
         grid[rows.index(row), column] = 100 * cell.accuracy
         counts[rows.index(row), column] = cell.images
-    figure = Figure(figsize=(1.6 + 0.85 * len(columns), 1.2 + 0.46 * len(rows)))
+    threats = {threat for _, _, threat, *_ in (c for c in columns if c != ("clean",))}
+    shared = threats.pop() if len(threats) == 1 else None  # named once in the title, not under every column
+    labels = [_tick_label(column, shared) for column in columns]
+    widest = max(len(line) for label in labels for line in label.split("\n"))
+    column_width = max(0.85, 0.06 * widest)  # inches; about 0.055 in per character at 7 pt
+    figure = Figure(figsize=(1.6 + column_width * len(columns), 1.2 + 0.46 * len(rows)))
     axis = figure.subplots()
     axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for (r, c), value in np.ndenumerate(grid):
         if not np.isnan(value):
             axis.text(c, r, f"{value:.0f}\nn={counts[r, c]}", ha="center", va="center", fontsize=6.5,
                       color="white" if value < 60 else "black")
-    threats = {threat for _, _, threat, *_ in (c for c in columns if c != ("clean",))}
-    shared = threats.pop() if len(threats) == 1 else None  # named once in the title, not under every column
-    axis.set_xticks(range(len(columns)), [_tick_label(column, shared) for column in columns], fontsize=7)
+    axis.set_xticks(range(len(columns)), labels, fontsize=7)
     axis.set_yticks(range(len(rows)), [f"{row} ({cost[row]:.0f} ms)" for row in rows], fontsize=8)
     axis.set_title("Top-1 accuracy (%) of each defence" + (f", every attack {shared}" if shared else "")
                    + "; defence cost per image in brackets", fontsize=9)
