@@ -1,5 +1,6 @@
 """The evaluation harness on a few real images with the real embedded model."""
 
+import itertools
 import json
 import os
 import re
@@ -424,7 +425,7 @@ def test_heat_map_column_labels_do_not_overlap():
     renderer = FigureCanvasAgg(figure).get_renderer()
     boxes = [label.get_window_extent(renderer) for label in figure.axes[0].get_xticklabels()]
     assert len(boxes) == 7
-    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:], strict=False))
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
 
 
 def test_plan_keeps_threat_models_apart_and_limits_bpda_to_chosen_attacks():
