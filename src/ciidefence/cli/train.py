@@ -14,7 +14,10 @@ from .session import report_errors, resolve_device, say, set_threads, warn
               help="Folder of training images, any layout (e.g. ../shared/data/inpainting-train or ImageNet's train/). "
                    "Never the evaluation images.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Weights file to write (.safetensors); the checkpoint goes next to it (OUT.ckpt).")
+              help="Weights file to write (.safetensors).")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), default=None,
+              help="Training state to write every few minutes and --resume from, a work file never inside the "
+                   "package [default: OUT.ckpt].")
 @click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--width", type=click.IntRange(4), default=24, show_default=True, help="Channels of the first layer.")
@@ -29,10 +32,10 @@ from .session import report_errors, resolve_device, say, set_threads, warn
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all available].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
 @report_errors
-def train_inpainter(data, out_path, steps, batch_size, width, coarse, learning_rate, adversarial_weight, validate_every,
-                    checkpoint_minutes, device, threads, seed, resume) -> None:
+def train_inpainter(data, out_path, checkpoint_path, steps, batch_size, width, coarse, learning_rate,
+                    adversarial_weight, validate_every, checkpoint_minutes, device, threads, seed, resume) -> None:
     """Train the DeepFill-style inpainter on holes shaped like CIIDefence's.
 
     Shows the losses and the validation PSNR of the filled pixels (held-back
@@ -47,7 +50,7 @@ def train_inpainter(data, out_path, steps, batch_size, width, coarse, learning_r
     trainer = Trainer(data, out_path, DeepFillConfig(width=width, coarse=coarse),
                       TrainingConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                                      adversarial_weight=adversarial_weight, seed=seed),
-                      resolve_device(device), resume=resume)
+                      resolve_device(device), resume=resume, checkpoint=checkpoint_path)
     warn(f"training on {len(trainer.train_images)} images, validating on {len(trainer.validation_paths)}; "
          f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters")
 

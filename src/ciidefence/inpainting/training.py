@@ -236,6 +236,10 @@ def _local(images: torch.Tensor, side: int) -> torch.Tensor:
     return images[..., start : start + side // 2, start : start + side // 2]
 
 
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]
+"""The installed ciidefence package: shipped weights only, never a training checkpoint."""
+
+
 @dataclass
 class TrainingState:
     step: int
@@ -250,18 +254,25 @@ class Trainer:
     data : path
         A folder of images, in any layout.
     out : path
-        The weights file to write (safetensors); the checkpoint is ``out`` + ``.ckpt``.
+        The weights file to write (safetensors).
     model_config : DeepFillConfig
     config : TrainingConfig
     device : torch.device
     resume : bool
-        Continue from the checkpoint next to ``out``.
+        Continue from the checkpoint.
+    checkpoint : path, optional
+        The training state (weights, optimisers, random state): a work file,
+        never inside the package (default: ``out`` + ``.ckpt``).
     """
 
     def __init__(self, data: str | os.PathLike, out: str | os.PathLike, model_config: DeepFillConfig,
-                 config: TrainingConfig, device: torch.device, resume: bool = False) -> None:
+                 config: TrainingConfig, device: torch.device, resume: bool = False,
+                 checkpoint: str | os.PathLike | None = None) -> None:
         self.out = Path(out)
-        self.checkpoint_path = self.out.with_name(self.out.name + ".ckpt")
+        self.checkpoint_path = Path(checkpoint) if checkpoint else self.out.with_name(self.out.name + ".ckpt")
+        if self.checkpoint_path.resolve().is_relative_to(PACKAGE_FOLDER):
+            raise ConfigError(f"{self.checkpoint_path} lies inside the ciidefence package, where training state never "
+                              f"goes: give --checkpoint a work file elsewhere (e.g. runs/deepfill.ckpt)")
         self.config, self.device = config, device
         paths = training_images(data)
         held = min(config.validation_images, len(paths) // 5) or 1
@@ -348,6 +359,7 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint and the weights file, each atomically."""
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".partial")
         torch.save({
             "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
