@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import SAMPLE_DIR
+from common import add_data_option, checked_data
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--out", default="runs/bench-eval")
     parser.add_argument("--from", dest="existing", default=None, help="report on an existing run folder")
@@ -34,7 +35,7 @@ def main() -> None:
     run_dir = Path(args.existing or args.out)
     if args.existing is None:
         shutil.rmtree(run_dir, ignore_errors=True)
-        command = [sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(SAMPLE_DIR),
+        command = [sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(checked_data(args.data)),
                    "--limit", str(args.limit), "--attacks", "fgsm,bim,pgd,deepfool,cw",
                    "--threat", "graybox,bpda", "--bpda-attacks", "pgd", "--out", str(run_dir)]
         started = time.perf_counter()

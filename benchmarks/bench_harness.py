@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ciidefence import load_classifier
 from ciidefence.evaluation import Evaluation, RunConfig, open_run
-from common import SAMPLE_DIR, classifier_views, sample_images
+from common import add_data_option, classifier_views, sample_images
 
 EPS, STEPS, BATCH = 2 / 255, 10, 8
 
@@ -64,6 +64,7 @@ def harness_run(evaluation: Evaluation, config: RunConfig) -> tuple[float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate runs of each; the best of each is compared (a shared CPU adds noise)")
@@ -71,10 +72,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier = load_classifier().to(device)
-    paths, labels = sample_images(args.limit)
+    paths, labels = sample_images(args.limit, args.data)
     views = classifier_views(classifier, paths).to(device)
     labels = labels.to(device)
-    config = RunConfig(data=str(SAMPLE_DIR), labels=None, model="efficientnet_lite0", checkpoint=None,
+    config = RunConfig(data=str(args.data), labels=None, model="efficientnet_lite0", checkpoint=None,
                        random_weights=False, defences=("none",), ciid={}, attacks=("pgd",), eps=(EPS,),
                        attack_overrides={"pgd": {"restarts": "0"}},
                        limit=args.limit, batch_size=BATCH, sanity=False)

@@ -19,17 +19,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from common import sample_images
+from common import add_data_option, sample_images
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--width", type=int, default=4000)
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--inpainter", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        original = sample_images(1)[0][0]
+        original = sample_images(1, args.data)[0][0]
         small = run_purify(original, Path(folder) / "small", args.inpainter)
         source = Path(folder) / "large.jpg"
         with Image.open(original) as image:

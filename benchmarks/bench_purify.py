@@ -24,7 +24,7 @@ import torch
 
 from ciidefence import STRENGTHS, load_classifier, purify, strength_config
 from ciidefence.inpainting import INPAINTER_PRECISIONS
-from common import classifier_views, sample_images
+from common import add_data_option, classifier_views, sample_images
 
 
 def synchronize(device: torch.device) -> None:
@@ -55,6 +55,7 @@ def peak_memory(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--batch-sizes", default="1,32,128")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -71,7 +72,7 @@ def main() -> None:
     config = dataclasses.replace(strength_config(args.strength),
                                  **{name: value for name, value in overrides.items() if value is not None})
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    paths, _ = sample_images(max(sizes))
+    paths, _ = sample_images(max(sizes), args.data)
     views = classifier_views(classifier, paths).to(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"machine: {name}, {torch.get_num_threads()} torch threads, device {device}, torch {torch.__version__}")

@@ -20,7 +20,7 @@ import torch
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
 from ciidefence.defences import defence_digest
-from common import classifier_views, sample_images
+from common import add_data_option, classifier_views, sample_images
 
 CANDIDATES = {
     "prototype k5 p2 w12": CIIDefenceConfig(top_k=5, peaks=2, half_width=12, sigma=0.04),
@@ -87,6 +87,7 @@ def top1(classifier, images, labels, config=None, batch=25):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--eps", type=float, default=2 / 255)
     parser.add_argument("--only", default=None, help="semicolon-separated candidate names")
@@ -95,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     classifier = load_classifier()
-    paths, labels = sample_images(args.limit)
+    paths, labels = sample_images(args.limit, args.data)
     started = time.perf_counter()
     if args.native:
         images = [load_image(path) for path in paths]

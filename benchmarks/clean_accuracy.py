@@ -16,11 +16,12 @@ import torch
 from tqdm import tqdm
 
 from ciidefence import CIIDefenceConfig, load_classifier, load_image, purify
-from common import sample_images
+from common import add_data_option, sample_images
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--view", action="store_true", help="purify the classifier's view, not the full image")
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -30,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     classifier = load_classifier(args.model)
     config = CIIDefenceConfig()
-    paths, labels = sample_images(args.limit)
+    paths, labels = sample_images(args.limit, args.data)
     bare = defended = 0
     started = time.perf_counter()
     with torch.no_grad():

@@ -1,4 +1,9 @@
-"""Shared fixtures: real sample images from ../shared/data and the real embedded model."""
+"""Shared fixtures: real photographs bundled with the repository and the real embedded model.
+
+The default suite needs nothing outside the repository; the tests that need
+the 500-image evaluation set (``../shared/data/imagenet-sample``) are marked
+:data:`needs_shared_sample` and skip, with the reason, where it is absent.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from ciidefence import load_classifier, load_image
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "imagenet-sample"
 BUNDLED_SAMPLE = REPO / "samples"
+TEST_DATA = REPO / "tests" / "data"
+needs_shared_sample = pytest.mark.skipif(not (SHARED_SAMPLE / "labels.csv").is_file(),
+                                         reason=f"needs the 500-image evaluation set at {SHARED_SAMPLE}")
 
 
 @pytest.fixture(scope="session")

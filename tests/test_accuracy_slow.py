@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ciidefence import load_image, purify
-from conftest import SHARED_SAMPLE
+from conftest import SHARED_SAMPLE, needs_shared_sample
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs_shared_sample]
 
 
 def first_shared_images(count):

@@ -10,7 +10,7 @@ from ciidefence.attacks import attack_params, attack_spec
 from ciidefence.attacks.estimators import art_estimator, restricted_estimator
 from ciidefence.errors import ConfigError
 from ciidefence.randomness import global_seed
-from conftest import SHARED_SAMPLE
+from conftest import BUNDLED_SAMPLE, TEST_DATA
 
 # Lite0 gets it right with two close classes (logits 8.9 and 8.3); ART 1.20's
 # own DeepFool (nb_grads=10) returns it unperturbed.
@@ -24,7 +24,8 @@ def estimator(classifier):
 
 
 def view(classifier, name: str) -> np.ndarray:
-    return classifier.prepare(load_image(SHARED_SAMPLE / name, view_side=classifier.view_side)[None]).numpy()
+    folder = BUNDLED_SAMPLE if (BUNDLED_SAMPLE / name).is_file() else TEST_DATA
+    return classifier.prepare(load_image(folder / name, view_side=classifier.view_side)[None]).numpy()
 
 
 def test_restricted_estimator_returns_the_chosen_outputs_and_their_gradients(classifier, estimator):
@@ -84,3 +85,22 @@ def test_pgd_l2_with_a_random_start_keeps_each_images_own_budget(classifier, est
     norms = np.linalg.norm((adversarial - x).reshape(2, -1), axis=1)
     assert np.all(norms <= budgets * 1.001) and np.all(norms >= budgets * 0.5)
     assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_the_private_parts_of_art_in_use_are_still_there():
+    import art
+
+    from ciidefence.attacks.art_contract import missing_private_attributes
+
+    missing = missing_private_attributes()
+    assert not missing, (f"ART {art.__version__} no longer has {', '.join(missing)}: ciidefence reaches into these "
+                         f"(see ciidefence/attacks/art_contract.py); adapt their users, then widen the ART bound "
+                         f"in pyproject.toml")
+
+
+def test_the_art_guard_reports_an_attribute_that_moved(monkeypatch):
+    from ciidefence.attacks import art_contract
+
+    moved = {**art_contract.PRIVATE_ATTRIBUTES, "art.defences.preprocessor.TotalVarMin": ("_minimize", "_gone")}
+    monkeypatch.setattr(art_contract, "PRIVATE_ATTRIBUTES", moved)
+    assert art_contract.missing_private_attributes() == ["art.defences.preprocessor.TotalVarMin._gone"]

@@ -4,6 +4,7 @@ import random
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ from ciidefence.inpainting.deepfill import (
 from ciidefence.inpainting.training import DecodedImages, Trainer, TrainingConfig, sample_batch, training_images
 from conftest import REPO
 
-TRAINING = REPO.parent / "shared" / "data" / "inpainting-train"
+TRAINING = REPO / "tests" / "data" / "train"  # the first 12 of ../shared/data/inpainting-train
 
 
 @pytest.mark.parametrize("coarse", ["harmonic", "network"])
@@ -142,6 +143,22 @@ def test_the_training_command_runs_and_refuses_bad_data(small_training_folder, t
     assert "masked PSNR" in result.stdout and (tmp_path / "m.safetensors").exists()
     bad = subprocess.run([*command[:5], str(tmp_path / "nothing"), *command[6:]], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
+    elsewhere = subprocess.run([*command, "--checkpoint", str(tmp_path / "work" / "state.ckpt")], capture_output=True,
+                               text=True, timeout=300)
+    assert elsewhere.returncode == 0 and (tmp_path / "work" / "state.ckpt").is_file(), elsewhere.stderr
+
+
+def test_training_state_is_never_written_inside_the_package(small_training_folder, tmp_path):
+    import ciidefence
+
+    package = Path(ciidefence.__file__).parent
+    config = TrainingConfig(steps=1, batch_size=2, validation_images=2)
+    for out, checkpoint in ((package / "data" / "new.safetensors", None),
+                            (tmp_path / "m.safetensors", package / "state.ckpt")):
+        with pytest.raises(ConfigError, match="inside the ciidefence package"):
+            Trainer(small_training_folder, out, DeepFillConfig(width=8), config, torch.device("cpu"),
+                    checkpoint=checkpoint)
+    assert not list(package.rglob("*.ckpt"))
 
 
 def test_bpda_through_the_inpainter_has_gradients_inside_and_outside_the_boxes(classifier, photo, tmp_path):
