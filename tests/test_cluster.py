@@ -171,3 +171,27 @@ def test_ray_only_options_need_ray(data_dir, tmp_path):  # noqa: F811
     assert result.returncode == 2 and "need --ray" in result.stderr
     shard = evaluate(data_dir, tmp_path / "run", "--limit", "1", "--shard", "3/2", check=False)
     assert shard.returncode == 2 and "--shard" in shard.stderr
+
+
+def test_retry_errors_on_ray_reruns_only_the_batches_with_errors(ray_cluster, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(BUNDLED_SAMPLE, data)
+    victim = sorted(data.glob("*.JPEG"))[0]
+    original = victim.read_bytes()
+    victim.write_bytes(b"\0" * len(original))  # unreadable, and the same size
+    config = small_config(data, defences=("none", "jpeg"), attacks=("fgsm",), attack_overrides={})
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2), "cpu")
+        before = store.rows()
+    assert {row["image"] for row in before if row["error"]} == {victim.name}
+    victim.write_bytes(original)
+    with ResultStore(tmp_path / "ray.sqlite") as store:
+        evaluation = Evaluation(config, torch.device("cpu"))
+        assert evaluation.forget_failed(store) == 2  # the victim's batch under the clean experiment and FGSM
+        run_on_ray([evaluation], store, ClusterOptions(workers=2), "cpu")
+        after = store.rows()
+    assert len(after) == len(before) and not [row for row in after if row["error"]]
+    victims_batch = {item.key for item in evaluation.batches()[0]}
+    assert victim.name in victims_batch
+    assert [row for row in before if row["image"] not in victims_batch] == [
+        row for row in after if row["image"] not in victims_batch]  # the other batch untouched, timings included

@@ -21,7 +21,7 @@ from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
 from ciidefence.evaluation.summary import Cell, at_a_glance, pivot, sanity_checks
-from conftest import BUNDLED_SAMPLE, REPO, SHARED_SAMPLE
+from conftest import BUNDLED_SAMPLE, REPO
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
 
@@ -155,7 +155,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     for step in (["pack", killed, tmp_path / "packed"], ["unpack", tmp_path / "packed", moved]):
         result = subprocess.run([*archive, *map(str, step)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-    assert "Incomplete" in (tmp_path / "packed" / "summary.md").read_text()
+    assert not (tmp_path / "packed" / "summary.md").exists()  # intermediate packs carry no summaries or figures
+    result = subprocess.run([*archive, "pack", "--final", str(killed), str(tmp_path / "final")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "Incomplete" in (tmp_path / "final" / "summary.md").read_text()
 
     evaluate(data_dir, killed, *options, "--resume")
     assert table_rows(killed) == expected  # nothing lost, nothing duplicated, same outcomes
@@ -208,12 +211,12 @@ def test_bad_data_folders(tmp_path, data_dir):
 
 
 def test_imagenet_folder_layout(tmp_path):
-    for wnid in ("n01440764", "n01484850"):
+    for wnid in ("n01440764", "n01820546"):
         (tmp_path / wnid).mkdir()
-        image = next(SHARED_SAMPLE.glob(f"{wnid}_*.JPEG"))
+        image = next(BUNDLED_SAMPLE.glob(f"{wnid}_*.JPEG"))
         shutil.copy(image, tmp_path / wnid / image.name)
     found = load_dataset(tmp_path)
-    assert [(item.key.split("/")[0], item.label) for item in found] == [("n01440764", 0), ("n01484850", 2)]
+    assert [(item.key.split("/")[0], item.label) for item in found] == [("n01440764", 0), ("n01820546", 90)]
     (tmp_path / "holiday").mkdir()
     with pytest.raises(ConfigError, match="not an ImageNet WordNet id"):
         load_dataset(tmp_path)

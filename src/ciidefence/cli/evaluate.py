@@ -125,12 +125,12 @@ def evaluate(context, preset, **options) -> None:
 
 def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
               threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, transfer_text, convergence,
-              attack_param, limit, batch_size, run_dir, resume, dry_run, shard_text, ray_address, workers,
+              attack_param, limit, batch_size, run_dir, resume, retry_errors, dry_run, shard_text, ray_address, workers,
               threads_per_worker, ship_data, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
     run_config = RunConfig(
-        data=str(Path(data).resolve()), labels=str(Path(labels).resolve()) if labels else None,
+        data=data, labels=labels,
         model=models[0], extra_models=models[1:], checkpoint=checkpoint, random_weights=random_weights,
         defences=split_names(defences), ciid=config.to_dict(), attacks=split_names(attacks),
         attack_overrides=_attack_overrides(attack_param),
@@ -146,7 +146,8 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         shard=parse_shard(shard_text),
     )
     cluster = cluster_options(ray_address, workers, threads_per_worker, ship_data)
-    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate", cluster=cluster)
+    execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate", cluster=cluster,
+                retry_errors=retry_errors)
 
 
 def cluster_options(address: str | None, workers: int | None, threads_per_worker: int, ship_data: bool):
@@ -165,11 +166,14 @@ def cluster_options(address: str | None, workers: int | None, threads_per_worker
 
 
 def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool, device: str,
-                threads: int | None, report: str, cluster=None) -> None:
+                threads: int | None, report: str, cluster=None, retry_errors: bool = False) -> None:
     """Check everything, then (unless a dry run) open the run folder, run (here, or on Ray with ``cluster``),
-    and report. Shared by evaluate and sweep."""
+    and report. Shared by evaluate and sweep. A unit that fails is recorded as error rows and the run goes on;
+    ``retry_errors`` (with ``resume``) reruns those units first."""
     from ..evaluation.runner import Evaluation, open_run, open_written, tqdm_progress
 
+    if retry_errors and not resume:
+        raise CommandFailed("--retry-errors reruns the failed batches of a run: give it with --resume", exit_code=2)
     set_threads(threads)
     seed_everything(run_config.seed)
     torch_device = resolve_device(device)
@@ -185,6 +189,9 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
                 written.close()
         return
     with open_run(run_dir, run_config, resume) as store:
+        if retry_errors:
+            forgotten = sum(evaluation.forget_failed(store) for evaluation in evaluations)
+            warn(f"--retry-errors: {forgotten} batches that recorded errors run again")
         if cluster is not None:
             from ..evaluation.cluster import run_on_ray
 
@@ -193,6 +200,10 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
             total = sum(len(evaluation.units()) for evaluation in evaluations)
             for evaluation in evaluations:
                 evaluation.run(store, total)
+        failed = sum(len(store.failed(model)) for model in run_config.models)
+    if failed:
+        warn(f"{failed} images of some experiments recorded errors (see the summary); "
+             f"rerun their batches with --resume --retry-errors")
     if report == "evaluate":
         from ..evaluation.summary import glance_text, write_report
 

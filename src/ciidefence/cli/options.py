@@ -129,6 +129,9 @@ _RUN_OPTIONS = [
     click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
                  help="Run folder (created; never overwritten)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),
+    click.option("--retry-errors", is_flag=True,
+                 help="With --resume: rerun the batches that recorded errors (a unit that failed, an image that "
+                      "could not be read), and only those, replacing their rows."),
     click.option("--dry-run", is_flag=True, help="Print the plan and its estimated cost, write nothing."),
     click.option("--shard", "shard_text", default=None, metavar="I/N",
                  help="Evaluate every N-th image from the I-th (0-based) of the selected ones: the same images on "

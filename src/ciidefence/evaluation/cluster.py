@@ -35,7 +35,7 @@ import torch
 from ..errors import ConfigError
 from ..progress import ProgressBar
 from .plan import RunConfig
-from .runner import Evaluation, Unit
+from .runner import Evaluation, Unit, first_line
 from .store import ResultRow, ResultStore
 
 MAX_ATTEMPTS = 4
@@ -89,7 +89,7 @@ class Worker:
     def run(self, digest: str, index: int, views: dict[str, torch.Tensor | str] | None = None) -> list[ResultRow]:
         if views:
             self.evaluation.add_views(views)
-        return self.evaluation.run_unit(self.experiments[digest], self.batches[index])
+        return self.evaluation.run_unit_or_error_rows(self.experiments[digest], self.batches[index])
 
 
 def connect(address: str) -> None:
@@ -144,9 +144,10 @@ def _run_model(evaluation: Evaluation, units: list[Unit], store: ResultStore, op
 
     model = evaluation.classifier.name
     threads = options.threads_per_worker
+    config = evaluation.config.located()  # a worker's folder is not the driver's: it gets absolute paths
 
     def start_worker():
-        return actor_class.remote(evaluation.config, device, threads, model)
+        return actor_class.remote(config, device, threads, model)
 
     actors = [start_worker() for _ in range(min(workers, len(units)))]
     idle = list(actors)
@@ -178,10 +179,10 @@ def _run_model(evaluation: Evaluation, units: list[Unit], store: ResultStore, op
                     queue.insert(0, unit)
                     continue
                 rows = evaluation.error_rows(experiment, batch, f"workers died {attempts[key]} times running this "
-                                                                f"unit ({_last_line(error)})")
-            except ray.exceptions.RayTaskError as error:  # the unit itself failed: it would fail again
+                                                                f"unit ({first_line(error)})")
+            except ray.exceptions.RayTaskError as error:  # not the unit (it records its own failure): its transport
                 idle.append(actor)
-                rows = evaluation.error_rows(experiment, batch, f"unit failed on the cluster: {_last_line(error)}")
+                rows = evaluation.error_rows(experiment, batch, f"unit failed on the cluster: {first_line(error)}")
             store.write(rows, unit=(model, experiment.digest, index))
             if bar is not None:
                 bar.set_postfix_str(f"{model}: {experiment.describe()}")
@@ -189,8 +190,3 @@ def _run_model(evaluation: Evaluation, units: list[Unit], store: ResultStore, op
     finally:
         for actor in actors:
             ray.kill(actor)
-
-
-def _last_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1][:500] if text else type(error).__name__

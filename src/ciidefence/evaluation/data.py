@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,23 @@ class LabelledImage:
     path: Path
     label: int
     key: str
+
+
+def dataset_digest(images: list[LabelledImage]) -> str:
+    """A digest of what a data folder holds: each image's name, label and file size.
+
+    Two folders with the same files and labels in different places have the
+    same digest, so a run may resume on a copy of its data elsewhere.
+    """
+    listing = []
+    for item in images:
+        try:
+            size = item.path.stat().st_size
+        except OSError:
+            size = -1  # an image that vanished; evaluating it records the error
+        listing.append((item.key, item.label, size))
+    text = json.dumps(sorted(listing), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _imagenet_wnids() -> dict[str, int]:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 from ..attacks import attack_params, attack_spec, format_eps
 from ..defences.bpda import APPROXIMATIONS
@@ -26,6 +27,8 @@ BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
 classifier gets right."""
+LOCATION_FIELDS = ("data", "labels")
+"""Where a run's data lies: stored as given, not part of what the run is (``data_digest`` is)."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -163,7 +166,10 @@ class RunConfig:
     and its ablations start from the configuration ``ciid``. ``eot_samples``
     applies to BPDA attacks on randomised defences (for the others every
     sample is the same). ``sweep`` holds further CIIDefence configurations,
-    each scored as a defence named ``ciid`` with its own hash. ``model`` is
+    each scored as a defence named ``ciid`` with its own hash. ``data`` and
+    ``labels`` are the paths as given; ``data_digest`` says what they hold
+    (:func:`~ciidefence.evaluation.data.dataset_digest`), and a resumed run is
+    checked by it, not by the paths, so the data may move. ``model`` is
     the classifier; ``extra_models`` are further ones evaluated with the same
     plan into the same run folder (one table each; :attr:`models` lists all).
     """
@@ -196,6 +202,7 @@ class RunConfig:
     extra_models: tuple[str, ...] = ()
     transfer_from: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
+    data_digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.extra_models:
@@ -235,17 +242,34 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
 
-    def matches(self, stored: str) -> bool:
-        """Whether ``stored`` (a run folder's configuration) describes this run.
+    def located(self) -> RunConfig:
+        """This configuration with the data's paths made absolute (for processes that start elsewhere)."""
+        return dataclasses.replace(self, data=str(Path(self.data).resolve()),
+                                   labels=str(Path(self.labels).resolve()) if self.labels else None)
 
-        Options added in later releases are absent from older run folders;
-        they match when this run leaves them at their defaults.
+    def with_data_digest(self) -> RunConfig:
+        """This configuration with ``data_digest`` computed from the data folder (reads its listing)."""
+        from .data import dataset_digest, load_dataset
+
+        return dataclasses.replace(self, data_digest=dataset_digest(load_dataset(self.data, self.labels)))
+
+    def matches(self, stored: str) -> bool:
+        """Whether ``stored`` (a run folder's configuration) describes this run's options.
+
+        The data is not compared here (neither its paths nor
+        :attr:`data_digest`): :func:`~ciidefence.evaluation.runner.open_run`
+        checks it, with its own message. Options added in later releases are
+        absent from older run folders; they match when this run leaves them at
+        their defaults.
         """
         current, previous = json.loads(self.to_json()), json.loads(stored)
         defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
         for key, value in current.items():
             if key not in previous and key in defaults and json.loads(json.dumps(defaults[key])) == value:
                 previous[key] = value
+        for key in (*LOCATION_FIELDS, "data_digest"):
+            current.pop(key, None)
+            previous.pop(key, None)
         return previous == current
 
     @property

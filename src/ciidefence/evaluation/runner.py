@@ -48,14 +48,17 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
 
     Call it only once everything the run needs has been checked (build the
     :class:`Evaluation` first): a bad option then leaves no folder behind.
-    The folder is locked until the returned store is closed.
+    The folder is locked until the returned store is closed. A run is
+    resumed wherever its data lies now: the data folder's digest is checked,
+    not its path (a run from before digests were stored: its rows' images
+    and labels).
 
     Raises
     ------
     ConfigError
         If the folder already holds results and ``resume`` is False, holds a
-        run of another configuration, or is in use by another process.
-        Nothing is overwritten.
+        run of another configuration or other data, or is in use by another
+        process. Nothing is overwritten.
     """
     run_dir = Path(run_dir)
     database = run_dir / RESULTS_FILE
@@ -63,6 +66,8 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not database.exists():
         raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
+    if config.data_digest is None:
+        config = config.with_data_digest()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -88,24 +93,38 @@ def open_written(run_dir: str | Path, config: RunConfig) -> ResultStore:
     Raises
     ------
     ConfigError
-        If there is nothing to resume, or the folder holds a run of another configuration.
+        If there is nothing to resume, or the folder holds a run of another configuration or other data.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RESULTS_FILE).exists():
         raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
     store = ResultStore(run_dir / RESULTS_FILE)
-    _check_same_configuration(store, run_dir, config)
+    _check_same_configuration(store, run_dir, config if config.data_digest else config.with_data_digest())
     return store
 
 
 def _check_same_configuration(store: ResultStore, run_dir: Path, config: RunConfig) -> None:
     stored = store.get_meta("config")
-    if stored is not None and not config.matches(stored):
+    if stored is None:
+        return
+    if not config.matches(stored):
         store.close()
         raise ConfigError(
             f"{run_dir} was made by a different configuration; resume it with the same options "
             f"(see {run_dir / CONFIG_FILE}) or choose another --out"
         )
+    stored_digest = json.loads(stored).get("data_digest")
+    if stored_digest is not None and stored_digest != config.data_digest:
+        store.close()
+        raise ConfigError(f"--data {config.data} holds other images or labels than {run_dir} was made with "
+                          f"(file names, sizes or labels differ); resume it with the same data")
+    if stored_digest is None:  # a run from before data digests: its rows say which images and labels it used
+        labels = {item.key: item.label for item in load_dataset(config.data, config.labels, num_classes=1000)}
+        foreign = [image for image, label in store.images_and_labels() if labels.get(image) != label]
+        if foreign:
+            store.close()
+            raise ConfigError(f"--data {config.data} does not hold {len(foreign)} of the images {run_dir} was made "
+                              f"with, with the same labels (e.g. {foreign[0]}); resume it with the same data")
 
 
 class Evaluation:
@@ -328,6 +347,24 @@ class Evaluation:
         ]
         return rows
 
+    def run_unit_or_error_rows(self, experiment: Experiment, batch: list[LabelledImage]) -> list[ResultRow]:
+        """:meth:`run_unit`, or, if the unit fails (out of memory, a defence's error), its error rows: one failure
+        rule for local and Ray runs. The run goes on; ``--retry-errors`` reruns the unit later."""
+        try:
+            return self.run_unit(experiment, batch)
+        except Exception as error:  # one failed unit must not end a run of hours
+            return self.error_rows(experiment, batch, f"unit failed: {type(error).__name__}: {first_line(error)}")
+
+    def forget_failed(self, store: ResultStore) -> int:
+        """Delete the rows of every unit of this plan that holds an error row, so that the run redoes those units
+        (and only those); returns how many."""
+        failed = store.failed(self.classifier.name)
+        units = [(experiment.digest, index, [item.key for item in batch])
+                 for experiment, index, batch in self.units()
+                 if any((experiment.digest, item.key) in failed for item in batch)]
+        store.forget(self.classifier.name, units)
+        return len(units)
+
     def error_rows(self, experiment: Experiment, batch: list[LabelledImage], message: str) -> list[ResultRow]:
         """Rows that record ``message`` for each image of ``batch`` and each defence ``experiment`` scores."""
         return [self._row(item, defence, experiment, error=message)
@@ -375,12 +412,19 @@ class Evaluation:
             for experiment, index, batch in work:
                 if bar is not None:
                     bar.set_postfix_str(f"{self.classifier.name}: {experiment.describe()}")
-                store.write(self.run_unit(experiment, batch), unit=(self.classifier.name, experiment.digest, index))
+                store.write(self.run_unit_or_error_rows(experiment, batch),
+                            unit=(self.classifier.name, experiment.digest, index))
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message, its last non-empty line, at most 500 characters (Ray's end with the cause)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
 
 
 def tqdm_progress(total: int) -> ProgressBar:

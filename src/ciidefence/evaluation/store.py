@@ -181,6 +181,27 @@ class ResultStore:
         cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results WHERE model=?", (model,))
         return set(cursor)
 
+    def failed(self, model: str) -> set[tuple[str, str]]:
+        """``(experiment, image)`` of every error row written for ``model``."""
+        cursor = self.connection.execute(
+            "SELECT DISTINCT experiment, image FROM results WHERE model=? AND error IS NOT NULL", (model,))
+        return set(cursor)
+
+    def forget(self, model: str, units: list[tuple[str, int, list[str]]]) -> None:
+        """Delete every row of these units (experiment digest, batch index, the batch's images) and their marks
+        of being finished, in one transaction, so that they run again."""
+        with self.connection:
+            for experiment, batch, images in units:
+                self.connection.execute(
+                    f"DELETE FROM results WHERE model=? AND experiment=? AND image IN ({', '.join('?' * len(images))})",
+                    (model, experiment, *images))
+                self.connection.execute("DELETE FROM units WHERE model=? AND experiment=? AND batch=?",
+                                        (model, experiment, batch))
+
+    def images_and_labels(self) -> list[tuple[str, int]]:
+        """Every ``(image, label)`` the rows hold, once."""
+        return self.connection.execute("SELECT DISTINCT image, label FROM results").fetchall()
+
     def seconds_per_image(self, model: str) -> dict[str, float]:
         """Mean wall seconds per image of each experiment (by digest) that has rows for ``model``.
 

@@ -441,6 +441,25 @@ def _progress_line(run: Run, table: list[Cell]) -> list[str]:
             f"images than the run's {run.images}. `ciid evaluate ... --resume` continues it.", ""]
 
 
+def _failures_lines(rows: list[dict]) -> list[str]:
+    """Per experiment, the images whose rows record an error (unreadable, or the unit failed), with a message."""
+    failed: dict[str, tuple[str, set[str], str]] = {}
+    for row in rows:
+        if row["error"] is not None:
+            threat = threat_label(row["threat"], row["approximation"], row["source"])
+            name = "clean" if row["threat"] == "clean" else " ".join(
+                [row["attack"], row["eps_label"], threat, *(["on", row["target"]] if row["target"] else [])])
+            failed.setdefault(row["experiment"], (name, set(), row["error"]))[1].add(row["image"])
+    if not failed:
+        return []
+    lines = ["**Errors**: these images are left out of every accuracy of their experiment (messages in the "
+             "`error` column of results.sqlite); `ciid evaluate ... --resume --retry-errors` reruns their batches.",
+             "", "| experiment | images | first message |", "|---|---|---|"]
+    lines += [f"| {name} | {len(images)} | {message.splitlines()[0][:200]} |"
+              for name, images, message in failed.values()]
+    return [*lines, ""]
+
+
 def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None = None) -> str:
     """The summary of one model's table (``model``: its name, when the run has several)."""
     config = run.config
@@ -459,10 +478,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
                   + (f" (first {config['limit']} images)" if config.get("limit") else "")
                   + f", seed {config['seed']}, batch size {config['batch_size']}, EOT samples {config['eot_samples']}.",
                   f"CIIDefence config: `{canonical_json(config['ciid'])}`.", ""]
-    errors = max((c.errors for c in table), default=0)
-    if errors:
-        lines += [f"**{errors} images could not be read** and are left out of every accuracy "
-                  "(their messages are in the `error` column of results.sqlite).", ""]
+    lines += _failures_lines(rows)
     lines += [
         "Threat models: **clean** = no attack; **graybox** = the attacker attacks the bare classifier "
         "and each defence is scored on the result; **bpda-identity** / **bpda-differentiable** / "
