@@ -25,7 +25,8 @@ from ciidefence.inpainting.deepfill import (
     save_deepfill,
     window_side,
 )
-from ciidefence.inpainting.training import DecodedImages, Trainer, TrainingConfig, sample_batch, training_images
+from ciidefence.inpainting.training import Trainer, TrainingConfig, sample_batch
+from ciidefence.training.trainer import DecodedImages, training_images
 from conftest import REPO
 
 TRAINING = REPO / "tests" / "data" / "train"  # the first 12 of ../shared/data/inpainting-train

@@ -9,9 +9,9 @@ no method can know, count less) on the refined and, for a learned coarse
 stage, the coarse output. An optional WGAN-GP term with a global and a local
 critic (the paper's) can be switched on with ``adversarial_weight``.
 
-Checkpoints (weights, optimiser, critics, step, and the generator's state)
-are written atomically every few minutes, so a killed run resumes where it
-stopped.
+The loop, checkpoints (weights, optimiser, critics, step, and the generator's
+state, written atomically every few minutes) and resume are the shared
+:class:`ciidefence.training.trainer.Trainer`'s.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ImageError
-from ..images import IMAGE_SUFFIXES, load_image
-from ..progress import ProgressBar
+from ..errors import ConfigError
+from ..training.trainer import DecodedImages
+from ..training.trainer import Trainer as BaseTrainer
 from .deepfill import DeepFill, DeepFillConfig, save_deepfill, window_side
 
 
@@ -79,56 +77,6 @@ class TrainingConfig:
             raise ConfigError("need 1 <= min_half_width <= max_half_width")
         if not 0 < self.discount <= 1 or self.adversarial_weight < 0:
             raise ConfigError("discount must lie in (0, 1] and adversarial_weight be non-negative")
-
-
-def training_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file below ``folder`` (any layout, the ImageNet training folders included), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: no such folder of training images")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if len(found) < 2:
-        raise ConfigError(f"{folder}: needs at least 2 images to train and validate on, found {len(found)}")
-    return found
-
-
-class DecodedImages(Sequence):
-    """Training images decoded on demand; the most recently used are kept, up to ``max_bytes`` of pixels.
-
-    A folder the size of ImageNet's training set does not fit in memory as
-    decoded float images, so none is decoded before it is drawn. A small
-    folder (the shipped model's 999 photographs, about 1 GB decoded) ends up
-    wholly cached, as if it had been loaded up front. ``images[i]`` is the
-    ``(3, H, W)`` image in [0, 1], or ``None`` where the file cannot be read.
-    """
-
-    def __init__(self, paths: Sequence[Path], max_bytes: int = 2 << 30) -> None:
-        self.paths, self.max_bytes = list(paths), max_bytes
-        self._cache: OrderedDict[int, torch.Tensor | None] = OrderedDict()
-        self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor | None:  # type: ignore[override]
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        try:
-            image: torch.Tensor | None = load_image(self.paths[index])
-        except ImageError:
-            image = None
-        size = image.numel() * image.element_size() if image is not None else 0
-        while self._cache and self._bytes + size > self.max_bytes:
-            _, dropped = self._cache.popitem(last=False)
-            self._bytes -= dropped.numel() * dropped.element_size() if dropped is not None else 0
-        self._cache[index] = image
-        self._bytes += size
-        return image
-
-    @property
-    def cached_bytes(self) -> int:
-        return self._bytes
 
 
 DRAWS_PER_CROP = 100
@@ -236,17 +184,7 @@ def _local(images: torch.Tensor, side: int) -> torch.Tensor:
     return images[..., start : start + side // 2, start : start + side // 2]
 
 
-PACKAGE_FOLDER = Path(__file__).resolve().parents[1]
-"""The installed ciidefence package: shipped weights only, never a training checkpoint."""
-
-
-@dataclass
-class TrainingState:
-    step: int
-    history: list[dict]
-
-
-class Trainer:
+class Trainer(BaseTrainer):
     """Train (or resume training) a :class:`DeepFill` on a folder of images.
 
     Parameters
@@ -261,23 +199,13 @@ class Trainer:
     resume : bool
         Continue from the checkpoint.
     checkpoint : path, optional
-        The training state (weights, optimisers, random state): a work file,
-        never inside the package (default: ``out`` + ``.ckpt``).
+        The training state: a work file, never inside the package (default: ``out`` + ``.ckpt``).
     """
 
     def __init__(self, data: str | os.PathLike, out: str | os.PathLike, model_config: DeepFillConfig,
                  config: TrainingConfig, device: torch.device, resume: bool = False,
                  checkpoint: str | os.PathLike | None = None) -> None:
-        self.out = Path(out)
-        self.checkpoint_path = Path(checkpoint) if checkpoint else self.out.with_name(self.out.name + ".ckpt")
-        if self.checkpoint_path.resolve().is_relative_to(PACKAGE_FOLDER):
-            raise ConfigError(f"{self.checkpoint_path} lies inside the ciidefence package, where training state never "
-                              f"goes: give --checkpoint a work file elsewhere (e.g. runs/deepfill.ckpt)")
-        self.config, self.device = config, device
-        paths = training_images(data)
-        held = min(config.validation_images, len(paths) // 5) or 1
-        self.train_paths, self.validation_paths = paths[:-held], paths[-held:]
-        self.train_images = DecodedImages(self.train_paths)
+        super().__init__(data, out, config, device, checkpoint)
         self.validation = self._validation_set()
         torch.manual_seed(config.seed)
         self.model = DeepFill(model_config).to(device)
@@ -287,12 +215,7 @@ class Trainer:
             self.critics = nn.ModuleDict({"global": Critic(model_config.width), "local": Critic(model_config.width)})
             self.critics.to(device)
         self.critic_optimiser: torch.optim.Optimizer | None = None
-        self.rng = random.Random(config.seed)
-        self.state = TrainingState(0, [])
-        if resume:
-            self._restore()
-        elif self.checkpoint_path.exists():
-            raise ConfigError(f"{self.checkpoint_path} exists: pass --resume to continue that run, or remove it")
+        self.begin(resume)
 
     def _validation_set(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fixed crops and holes (seeded) at w = 4, 8, 12 and 16 from the held-back images."""
@@ -357,65 +280,25 @@ class Trainer:
         losses["critic"] = float(critic_loss.detach())
         return self.config.adversarial_weight * generator_loss
 
-    def save(self) -> None:
-        """Write the checkpoint and the weights file, each atomically."""
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".partial")
-        torch.save({
+    def checkpoint_state(self) -> dict:
+        return {
             "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
             "critics": self.critics.state_dict() if self.critics is not None else None,
             "critic_optimiser": self.critic_optimiser.state_dict() if self.critic_optimiser is not None else None,
-            "step": self.state.step, "history": self.state.history, "rng": self.rng.getstate(),
-            "torch_rng": torch.random.get_rng_state(),
-            "model_config": asdict(self.model.config), "config": asdict(self.config),
-        }, temporary)
-        os.replace(temporary, self.checkpoint_path)
-        weights = self.out.with_name(self.out.name + ".partial")
-        save_deepfill(self.model, weights, {"steps": self.state.step, "training": json.dumps(asdict(self.config))})
-        os.chmod(weights, 0o644)
-        os.replace(weights, self.out)
+            "model_config": asdict(self.model.config),
+        }
 
-    def _restore(self) -> None:
-        if not self.checkpoint_path.exists():
-            raise ConfigError(f"{self.checkpoint_path}: nothing to resume")
-        saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+    def load_checkpoint_state(self, saved: dict) -> None:
         if saved["model_config"] != asdict(self.model.config):
             raise ConfigError(f"{self.checkpoint_path} was trained with another architecture: {saved['model_config']}")
         self.model.load_state_dict(saved["model"])
         self.optimiser.load_state_dict(saved["optimiser"])
-        self.state = TrainingState(saved["step"], saved["history"])
-        self.rng.setstate(_as_tuples(saved["rng"]))  # type: ignore[arg-type]
         if self.critics is not None and saved["critics"] is not None:
             self.critics.load_state_dict(saved["critics"], strict=False)
-        torch.random.set_rng_state(saved["torch_rng"])
 
-    def train(self, progress: Callable[[int, int], ProgressBar] | None = None, checkpoint_minutes: float = 5.0,
-              validate_every: int = 200) -> list[dict]:
-        """Train to ``config.steps``, validating and checkpointing on the way; returns the history."""
-        bar = progress(self.state.step, self.config.steps) if progress else None
-        last_save = time.monotonic()
-        started = time.monotonic()
-        while self.state.step < self.config.steps:
-            losses = self.step()
-            self.state.step += 1
-            if self.state.step % validate_every == 0 or self.state.step == self.config.steps:
-                record = {"step": self.state.step, "seconds": round(time.monotonic() - started, 1), **losses,
-                          **self.validate()}
-                self.state.history.append(record)
-            if bar is not None:
-                latest = self.state.history[-1] if self.state.history else {}
-                bar.set_postfix_str(f"l1 {losses['l1']:.4f}" + (
-                    f", val PSNR w8 {latest['psnr_w8']:.2f} dB (harmonic {latest['harmonic_w8']:.2f})"
-                    if latest else ""))
-                bar.update(1)
-            if time.monotonic() - last_save > 60 * checkpoint_minutes or self.state.step == self.config.steps:
-                self.save()
-                last_save = time.monotonic()
-        if bar is not None:
-            bar.close()
-        return self.state.history
+    def write_weights(self, path: Path) -> None:
+        save_deepfill(self.model, path, {"steps": self.state.step, "training": json.dumps(asdict(self.config))})
 
-
-def _as_tuples(value: object) -> object:
-    """``random.Random.getstate()`` after a round trip through ``torch.save`` (lists may come back for tuples)."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+    def describe(self, losses: dict[str, float], latest: dict) -> str:
+        return f"l1 {losses['l1']:.4f}" + (
+            f", val PSNR w8 {latest['psnr_w8']:.2f} dB (harmonic {latest['harmonic_w8']:.2f})" if latest else "")

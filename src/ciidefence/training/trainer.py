@@ -1,0 +1,207 @@
+"""The training loop every learned component shares: images, checkpoints, resume, validation, progress.
+
+A model's trainer (the inpainter's in :mod:`ciidefence.inpainting.training`,
+the denoiser's in :mod:`ciidefence.training.denoiser`) subclasses
+:class:`Trainer` and says only what is its own: one optimisation step, its
+validation, the state its checkpoint holds, and how its weights are written.
+The base class lists and caches the training images, holds back the last
+ones for validation, writes the checkpoint (a work file, never inside the
+package) and the weights atomically every few minutes, and resumes a killed
+run where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, ImageError
+from ..images import IMAGE_SUFFIXES, load_image
+from ..progress import ProgressBar
+
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]
+"""The installed ciidefence package: shipped weights only, never a training checkpoint."""
+
+
+def training_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image file below ``folder`` (any layout, the ImageNet training folders included), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder of training images")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(found) < 2:
+        raise ConfigError(f"{folder}: needs at least 2 images to train and validate on, found {len(found)}")
+    return found
+
+
+class DecodedImages(Sequence):
+    """Training images decoded on demand; the most recently used are kept, up to ``max_bytes`` of pixels.
+
+    A folder the size of ImageNet's training set does not fit in memory as
+    decoded float images, so none is decoded before it is drawn. A small
+    folder (the 999 training photographs, about 1 GB decoded) ends up wholly
+    cached, as if it had been loaded up front. ``images[i]`` is the
+    ``(3, H, W)`` image in [0, 1], or ``None`` where the file cannot be read.
+    """
+
+    def __init__(self, paths: Sequence[Path], max_bytes: int = 2 << 30) -> None:
+        self.paths, self.max_bytes = list(paths), max_bytes
+        self._cache: OrderedDict[int, torch.Tensor | None] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:  # type: ignore[override]
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        try:
+            image: torch.Tensor | None = load_image(self.paths[index])
+        except ImageError:
+            image = None
+        size = image.numel() * image.element_size() if image is not None else 0
+        while self._cache and self._bytes + size > self.max_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            self._bytes -= dropped.numel() * dropped.element_size() if dropped is not None else 0
+        self._cache[index] = image
+        self._bytes += size
+        return image
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+
+@dataclass
+class TrainingState:
+    step: int
+    history: list[dict]
+
+
+class Trainer:
+    """Train (or resume training) a model on a folder of images.
+
+    Parameters
+    ----------
+    data : path
+        A folder of images, in any layout.
+    out : path
+        The weights file to write (safetensors).
+    config : dataclass
+        The model's training configuration; the loop reads its ``steps``,
+        ``validation_images`` and ``seed``, and the checkpoint stores it whole.
+    device : torch.device
+    checkpoint : path, optional
+        The training state (weights, optimisers, random state): a work file,
+        never inside the package (default: ``out`` + ``.ckpt``).
+
+    A subclass builds its model and optimisers, then calls :meth:`begin`.
+    """
+
+    def __init__(self, data: str | os.PathLike, out: str | os.PathLike, config, device: torch.device,
+                 checkpoint: str | os.PathLike | None = None) -> None:
+        self.out = Path(out)
+        self.checkpoint_path = Path(checkpoint) if checkpoint else self.out.with_name(self.out.name + ".ckpt")
+        if self.checkpoint_path.resolve().is_relative_to(PACKAGE_FOLDER):
+            raise ConfigError(f"{self.checkpoint_path} lies inside the ciidefence package, where training state never "
+                              f"goes: give --checkpoint a work file elsewhere (e.g. runs/{self.out.stem}.ckpt)")
+        self.config, self.device = config, device
+        paths = training_images(data)
+        held = min(config.validation_images, len(paths) // 5) or 1
+        self.train_paths, self.validation_paths = paths[:-held], paths[-held:]
+        self.train_images = DecodedImages(self.train_paths)
+        self.rng = random.Random(config.seed)
+        self.state = TrainingState(0, [])
+
+    def begin(self, resume: bool) -> None:
+        """Restore the checkpoint (``resume``), or refuse to start over one."""
+        if resume:
+            self._restore()
+        elif self.checkpoint_path.exists():
+            raise ConfigError(f"{self.checkpoint_path} exists: pass --resume to continue that run, or remove it")
+
+    # --- what each model says -----------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step; returns its losses."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """Figures on the held-back images."""
+        raise NotImplementedError
+
+    def checkpoint_state(self) -> dict:
+        """What the checkpoint holds of the model and its optimisers (state dicts, architecture)."""
+        raise NotImplementedError
+
+    def load_checkpoint_state(self, saved: dict) -> None:
+        """Restore :meth:`checkpoint_state`'s part of a checkpoint; raise :class:`ConfigError` if it cannot."""
+        raise NotImplementedError
+
+    def write_weights(self, path: Path) -> None:
+        """Write the model's weights (safetensors) to ``path``."""
+        raise NotImplementedError
+
+    def describe(self, losses: dict[str, float], latest: dict) -> str:
+        """The progress bar's postfix: the step's losses and the latest validation."""
+        return ", ".join(f"{key} {value:.4f}" for key, value in losses.items())
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the checkpoint and the weights file, each atomically."""
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".partial")
+        torch.save({**self.checkpoint_state(), "step": self.state.step, "history": self.state.history,
+                    "rng": self.rng.getstate(), "torch_rng": torch.random.get_rng_state(),
+                    "config": asdict(self.config)}, temporary)
+        os.replace(temporary, self.checkpoint_path)
+        weights = self.out.with_name(self.out.name + ".partial")
+        self.write_weights(weights)
+        os.chmod(weights, 0o644)
+        os.replace(weights, self.out)
+
+    def _restore(self) -> None:
+        if not self.checkpoint_path.exists():
+            raise ConfigError(f"{self.checkpoint_path}: nothing to resume")
+        saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.load_checkpoint_state(saved)
+        self.state = TrainingState(saved["step"], saved["history"])
+        self.rng.setstate(_as_tuples(saved["rng"]))  # type: ignore[arg-type]
+        torch.random.set_rng_state(saved["torch_rng"])
+
+    def train(self, progress: Callable[[int, int], ProgressBar] | None = None, checkpoint_minutes: float = 5.0,
+              validate_every: int = 200) -> list[dict]:
+        """Train to ``config.steps``, validating and checkpointing on the way; returns the history."""
+        bar = progress(self.state.step, self.config.steps) if progress else None
+        last_save = time.monotonic()
+        started = time.monotonic()
+        while self.state.step < self.config.steps:
+            losses = self.step()
+            self.state.step += 1
+            if self.state.step % validate_every == 0 or self.state.step == self.config.steps:
+                record = {"step": self.state.step, "seconds": round(time.monotonic() - started, 1), **losses,
+                          **self.validate()}
+                self.state.history.append(record)
+            if bar is not None:
+                bar.set_postfix_str(self.describe(losses, self.state.history[-1] if self.state.history else {}))
+                bar.update(1)
+            if time.monotonic() - last_save > 60 * checkpoint_minutes or self.state.step == self.config.steps:
+                self.save()
+                last_save = time.monotonic()
+        if bar is not None:
+            bar.close()
+        return self.state.history
+
+
+def _as_tuples(value: object) -> object:
+    """``random.Random.getstate()`` after a round trip through ``torch.save`` (lists may come back for tuples)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
