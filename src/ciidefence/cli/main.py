@@ -277,10 +277,11 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
 
 from .evaluate import evaluate, report  # noqa: E402  (they use main's helpers)
 from .sweep import sweep  # noqa: E402
-from .train import export_inpainter, train_inpainter  # noqa: E402
+from .train import export_inpainter, train_denoiser, train_inpainter  # noqa: E402
 
 main.add_command(train_inpainter)
 main.add_command(export_inpainter)
+main.add_command(train_denoiser)
 main.add_command(evaluate)
 main.add_command(report)
 main.add_command(sweep)

@@ -1,0 +1,110 @@
+"""The learned Gaussian denoiser: shape and range, safetensors only, and its trainer (the shared loop)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ciidefence.denoising.learned import (
+    DenoiserConfig,
+    DenoiserFront,
+    GaussianDenoiser,
+    load_denoiser,
+    save_denoiser,
+)
+from ciidefence.errors import CheckpointError, ConfigError
+from ciidefence.training.denoiser import DenoiserTrainer, DenoiserTrainingConfig
+from conftest import REPO
+
+TRAINING = REPO / "tests" / "data" / "train"
+
+
+def trained_a_little() -> GaussianDenoiser:
+    torch.manual_seed(0)
+    model = GaussianDenoiser(DenoiserConfig(width=8, levels=2))
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 224, 224), (1, 3, 37, 51)])
+def test_the_denoiser_keeps_shape_and_range_at_any_size(shape):
+    model = trained_a_little()
+    images = torch.rand(shape)
+    with torch.no_grad():
+        output = model(images, torch.tensor([0.25] * shape[0]))
+    assert output.shape == images.shape and output.min() >= 0 and output.max() <= 1
+    assert not torch.equal(output, images)
+    assert torch.equal(GaussianDenoiser(DenoiserConfig(width=8))(images, 0.5), images.clamp(0, 1))  # starts at identity
+
+
+def test_the_denoiser_loads_from_safetensors_alone_and_refuses_anything_else(tmp_path):
+    model = trained_a_little()
+    save_denoiser(model, tmp_path / "d.safetensors")
+    loaded = load_denoiser(tmp_path / "d.safetensors")
+    assert loaded.config == model.config
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images, 0.12), model(images, 0.12))
+    torch.save(model.state_dict(), tmp_path / "d.pt")  # a pickle: never loaded
+    with pytest.raises(CheckpointError, match="not denoiser weights in safetensors format"):
+        load_denoiser(tmp_path / "d.pt")
+    with pytest.raises(CheckpointError, match="no such denoiser weights file"):
+        load_denoiser(tmp_path / "missing.safetensors")
+    broken = trained_a_little()
+    with torch.no_grad():
+        next(broken.parameters())[0] = float("nan")
+    save_denoiser(broken, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_denoiser(tmp_path / "nan.safetensors")
+
+
+def test_the_denoiser_as_a_front_checks_its_input_and_level():
+    front = DenoiserFront(trained_a_little(), 0.25)
+    assert front(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    with pytest.raises(ConfigError):
+        DenoiserFront(trained_a_little(), 0.0)
+
+
+def test_mse_then_stability_training_resumes_where_it_stopped(classifier, tmp_path):
+    config = DenoiserTrainingConfig(steps=4, stability_from=2, batch_size=2, crop=32, stability_batch_size=2,
+                                    validation_images=2)
+    out = tmp_path / "d.safetensors"
+    first = DenoiserTrainer(TRAINING, out, DenoiserConfig(width=8), config, torch.device("cpu"), classifier)
+    losses = []
+    for _ in range(3):
+        losses.append(first.step())
+        first.state.step += 1
+    assert list(losses[0]) == ["mse"] and list(losses[2]) == ["stability"]
+    first.save()
+    with pytest.raises(ConfigError, match="--resume"):
+        DenoiserTrainer(TRAINING, out, DenoiserConfig(width=8), config, torch.device("cpu"), classifier)
+    with pytest.raises(ConfigError, match="another architecture"):
+        DenoiserTrainer(TRAINING, out, DenoiserConfig(width=16), config, torch.device("cpu"), classifier, resume=True)
+    again = DenoiserTrainer(TRAINING, out, DenoiserConfig(width=8), config, torch.device("cpu"), classifier,
+                            resume=True)
+    assert again.state.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                  again.model.state_dict().values(), strict=True))
+    history = again.train(validate_every=2)
+    assert again.state.step == 4 and set(history[-1]) >= {"agree_s0.25", "bare_s0.5", "psnr_s0.12"}
+    assert load_denoiser(out).config == DenoiserConfig(width=8)
+
+
+def test_the_training_command_writes_weights_and_refuses_a_checkpoint_in_the_package(tmp_path):
+    command = [sys.executable, "-m", "ciidefence.cli.main", "train-denoiser", "--data", str(TRAINING), "--out",
+               str(tmp_path / "d.safetensors"), "--steps", "2", "--stability-from", "1", "--batch-size", "2",
+               "--crop", "32", "--stability-batch-size", "2", "--width", "8", "--validate-every", "2",
+               "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "agreement" in result.stdout and load_denoiser(tmp_path / "d.safetensors").config.width == 8
+    import ciidefence
+
+    inside = REPO / "src" / "ciidefence" / "state.ckpt"
+    package = subprocess.run([*command, "--checkpoint", str(inside)], capture_output=True, text=True, timeout=300)
+    assert package.returncode == 2 and "inside the ciidefence package" in package.stderr
+    assert not inside.exists() and ciidefence.__file__
