@@ -2,6 +2,7 @@
 
 import io
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -204,15 +205,60 @@ def test_a_longer_mutation_fuzz_of_the_loader(tmp_path):
 
 
 def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ciidefence.evaluation.lock import "
+                               "RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / ".lock").write_text(f"{os.uname().nodename} {holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
             RunLock(tmp_path).acquire()
     finally:
         holder.kill()
         holder.wait()
+    assert (tmp_path / ".lock").exists()  # killed: it could not remove its lock
     lock = RunLock(tmp_path).acquire()  # the holder is gone: its lock is stale
     assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
     lock.release()
     assert not (tmp_path / ".lock").exists()
+
+
+def _contend(run_dir, start, done, outcomes):
+    start.wait()
+    try:
+        lock = RunLock(run_dir).acquire()
+    except ConfigError:
+        outcomes.put("refused")
+        done.wait()
+        return
+    outcomes.put("held")
+    done.wait()  # hold it until both have tried
+    lock.release()
+
+
+def test_two_processes_never_both_take_a_dead_process_lock(tmp_path):
+    context = multiprocessing.get_context("fork")
+    for trial in range(20):
+        run_dir = tmp_path / str(trial)
+        run_dir.mkdir()
+        (run_dir / ".lock").write_text(f"{os.uname().nodename} 999999999\n")  # its holder is long gone
+        start, done, outcomes = context.Barrier(2), context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_contend, args=(run_dir, start, done, outcomes)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert sorted(outcomes.get(timeout=5) for _ in workers) == ["held", "refused"], f"trial {trial}"
+
+
+@pytest.mark.parametrize("planted", ["fifo", "device", "link"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_not_read(tmp_path, planted):
+    lock = tmp_path / ".lock"
+    if planted == "fifo":
+        os.mkfifo(lock)
+    elif planted == "device":
+        os.symlink("/dev/zero", lock)
+    else:
+        os.symlink(tmp_path / "elsewhere", lock)
+    with pytest.raises(ConfigError, match="lock|regular file"):
+        RunLock(tmp_path).acquire()
+    assert not (tmp_path / "elsewhere").exists()
