@@ -284,7 +284,7 @@ def test_the_exported_model_fills_as_the_deepfill_inpainter_does(tmp_path):
     export_deepfill(tmp_path / "m.pt", tmp_path / "m.safetensors")
     masks = _boxes(2, 3)
     images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
-    exported = inpaint(images, masks, "learned", model_path=tmp_path / "m.pt")
+    exported = inpaint(images, masks, "learned", model_path=tmp_path / "m.pt", trust=True)
     eager = inpaint(images, masks, "deepfill", model_path=tmp_path / "m.safetensors")
     assert not torch.equal(exported, images)
     assert torch.allclose(exported, eager, atol=1e-5)
@@ -299,7 +299,7 @@ def test_the_export_command_writes_the_shipped_model_and_refuses_bad_weights(tmp
     assert result.stdout == ""
     masks = _boxes(3, 2)
     images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(inpaint(images, masks, "learned", model_path=tmp_path / "m.pt"),
+    assert torch.allclose(inpaint(images, masks, "learned", model_path=tmp_path / "m.pt", trust=True),
                           inpaint(images, masks, "deepfill"), atol=1e-5)
     bad = subprocess.run([*command, "--weights", str(tmp_path / "missing.safetensors")], capture_output=True,
                          text=True, timeout=300)

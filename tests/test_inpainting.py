@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ciidefence import CheckpointError, ConfigError, ModelError
+from ciidefence.defences.config import CIIDefenceConfig
 from ciidefence.inpainting import INPAINTERS, inpaint
 
 
@@ -44,7 +45,7 @@ def test_pixels_outside_the_mask_are_untouched(method, photo, scripted):
     images[1] = images[1].flip(-1)
     masks = masks_for(images)
     model = scripted / "mean.pt" if method == "learned" else None  # deepfill: the shipped weights
-    filled = inpaint(images, masks, method, model_path=model)
+    filled = inpaint(images, masks, method, model_path=model, trust=method == "learned")
     assert filled.shape == images.shape
     assert torch.equal(filled[~masks[:, None].expand_as(images)], images[~masks[:, None].expand_as(images)])
     assert not torch.equal(filled[masks[:, None].expand_as(images)], images[masks[:, None].expand_as(images)])
@@ -66,7 +67,7 @@ def test_learned_inpainter_pads_odd_sizes(scripted):
     images = torch.rand(1, 3, 37, 41)
     masks = torch.zeros(1, 37, 41, dtype=torch.bool)
     masks[:, 3:9, 30:40] = True
-    filled = inpaint(images, masks, "learned", model_path=scripted / "mean.pt")
+    filled = inpaint(images, masks, "learned", model_path=scripted / "mean.pt", trust=True)
     assert filled.shape == images.shape
     assert torch.equal(filled[0, :, 0, 0], images[0, :, 0, 0])
 
@@ -74,14 +75,40 @@ def test_learned_inpainter_pads_odd_sizes(scripted):
 def test_learned_inpainter_errors(scripted, tmp_path):
     images, masks = torch.rand(1, 3, 16, 16), torch.ones(1, 16, 16, dtype=torch.bool)
     with pytest.raises(ModelError, match="returned"):
-        inpaint(images, masks, "learned", model_path=scripted / "wrong.pt")
+        inpaint(images, masks, "learned", model_path=scripted / "wrong.pt", trust=True)
     (tmp_path / "fake.pt").write_bytes(b"not torchscript")
     with pytest.raises(CheckpointError, match="not a TorchScript"):
-        inpaint(images, masks, "learned", model_path=tmp_path / "fake.pt")
+        inpaint(images, masks, "learned", model_path=tmp_path / "fake.pt", trust=True)
     with pytest.raises(CheckpointError, match="no such"):
-        inpaint(images, masks, "learned", model_path=tmp_path / "missing.pt")
+        inpaint(images, masks, "learned", model_path=tmp_path / "missing.pt", trust=True)
     with pytest.raises(ConfigError):
         inpaint(images, masks, "learned")
+
+
+class WritesAFile(torch.nn.Module):
+    """A TorchScript "inpainter" that, when called, writes into a file: what a hostile one can do."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        written = torch.from_file(self.target, shared=True, size=64, dtype=torch.uint8).fill_(65)
+        return image + 0 * written.sum()  # used, so that TorchScript keeps the write
+
+
+def test_a_torchscript_inpainter_runs_only_when_trusted(tmp_path):
+    written = tmp_path / "written-by-the-model"
+    written.write_bytes(bytes(64))
+    torch.jit.script(WritesAFile(str(written))).save(str(tmp_path / "hostile.pt"))
+    images, masks = torch.rand(1, 3, 16, 16), torch.ones(1, 16, 16, dtype=torch.bool)
+    with pytest.raises(CheckpointError, match="trust-model"):
+        inpaint(images, masks, "learned", model_path=tmp_path / "hostile.pt")
+    with pytest.raises(ConfigError, match="trust-model"):
+        CIIDefenceConfig(inpainter="learned", inpainter_model=str(tmp_path / "hostile.pt"))
+    assert written.read_bytes() == bytes(64)
+    inpaint(images, masks, "learned", model_path=tmp_path / "hostile.pt", trust=True)
+    assert written.read_bytes() == b"A" * 64  # it is a program: trusted, it ran
 
 
 def test_unknown_inpainter():

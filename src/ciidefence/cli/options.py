@@ -44,7 +44,10 @@ _DEFENCE_OPTIONS = [
                  default=_DEFAULTS.inpaint_radius, show_default=True,
                  help="Neighbourhood radius of the OpenCV inpainters (pixels)."),
     click.option("--inpainter-model", type=click.Path(dir_okay=False), default=None,
-                 help="TorchScript file for --inpainter learned: model(image, mask) -> image."),
+                 help="TorchScript file for --inpainter learned: model(image, mask) -> image. It is a program "
+                      "and runs with your rights: it loads only with --trust-model."),
+    click.option("--trust-model", is_flag=True, default=_DEFAULTS.trust_model,
+                 help="Let --inpainter-model's TorchScript file load and run (only for files you trust)."),
     click.option("--inpainter-precision", type=click.Choice(INPAINTER_PRECISIONS),
                  default=_DEFAULTS.inpainter_precision, show_default=True,
                  help="Arithmetic of the deepfill network: bfloat16 is about twice as fast on CPUs with AMX or "

@@ -81,7 +81,8 @@ def exact_stages(config: CIIDefenceConfig) -> Stages:
     """The real stages: the configured inpainter and wavelet shrinkage."""
     return Stages(
         inpaint=lambda images, mask: inpaint(images, mask, config.inpainter, config.inpaint_radius,
-                                             config.inpainter_model, config.inpainter_precision),
+                                             config.inpainter_model, config.inpainter_precision,
+                                             config.trust_model),
         denoise=lambda images: wavelet_shrinkage(images, config.sigma, config.wavelet, config.wavelet_levels,
                                                  config.threshold, config.wavelet_backend),
     )

@@ -38,6 +38,10 @@ class CIIDefenceConfig:
         Neighbourhood radius of the OpenCV inpainters, in image pixels.
     inpainter_model : str, optional
         TorchScript file of the ``"learned"`` inpainter, or weights for ``"deepfill"`` (default: the shipped ones).
+    trust_model : bool
+        Allow the ``"learned"`` inpainter's TorchScript file to load. Such a
+        file is a program: loading and calling it runs its code with your
+        rights. False (the default) refuses it.
     inpainter_precision : str
         ``"float32"`` or ``"bfloat16"``: the arithmetic of the ``"deepfill"``
         network (bfloat16 runs its convolutions under autocast: about twice
@@ -75,6 +79,7 @@ class CIIDefenceConfig:
     inpaint_radius: float = 3.0
     inpainter_model: str | None = None
     inpainter_precision: str = "float32"
+    trust_model: bool = False
     sigma: float = 0.05
     wavelet: str = "db2"
     wavelet_levels: int | None = None
@@ -97,6 +102,9 @@ class CIIDefenceConfig:
             raise ConfigError(f"unknown inpainter {self.inpainter!r}; choose one of: {', '.join(INPAINTERS)}")
         if self.inpainter == "learned" and not self.inpainter_model:
             raise ConfigError("inpainter 'learned' needs inpainter_model, a TorchScript file")
+        if self.inpainter == "learned" and not self.trust_model:
+            raise ConfigError(f"inpainter 'learned' loads {self.inpainter_model}, a TorchScript program that runs "
+                              f"with your rights: pass --trust-model (trust_model=True) if you trust its author")
         check_precision(self.inpainter, self.inpainter_precision)
         check_shrinkage(self.sigma, self.threshold)
         if self.wavelet_backend not in WAVELET_BACKENDS:
@@ -148,7 +156,7 @@ class CIIDefenceConfig:
         return found
 
 
-FIELDS_ADDED_AFTER_0_2 = {"inpainter_precision": "float32"}
+FIELDS_ADDED_AFTER_0_2 = {"inpainter_precision": "float32", "trust_model": False}
 """Fields added to :class:`CIIDefenceConfig` after 0.2, with their defaults (see ``to_dict``)."""
 
 

@@ -39,6 +39,7 @@ def inpaint(
     radius: float = 3.0,
     model_path: str | os.PathLike | None = None,
     precision: str = "float32",
+    trust: bool = False,
 ) -> torch.Tensor:
     """Inpaint with the backend named ``method`` (one of :data:`INPAINTERS`).
 
@@ -48,7 +49,8 @@ def inpaint(
     ``model_path`` to ``"learned"`` (a TorchScript file, required) and to
     ``"deepfill"`` (weights from ``ciid train-inpainter``; default: the
     shipped ones); ``precision`` (one of :data:`INPAINTER_PRECISIONS`) to
-    ``"deepfill"`` alone.
+    ``"deepfill"`` alone. ``trust`` must be True for ``"learned"``: its
+    TorchScript file is a program, run with your rights.
     """
     check_precision(method, precision)
     if method == "telea":
@@ -76,7 +78,7 @@ def inpaint(
 
         if model_path is None:
             raise ConfigError("the learned inpainter needs a TorchScript model path")
-        return inpaint_learned(images, masks, model_path)
+        return inpaint_learned(images, masks, model_path, trust)
     raise ConfigError(f"unknown inpainter {method!r}; choose one of: {', '.join(INPAINTERS)}")
 
 

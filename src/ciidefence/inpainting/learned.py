@@ -1,4 +1,11 @@
-"""A learned inpainter loaded from a TorchScript file (LaMa-style export)."""
+"""A learned inpainter loaded from a TorchScript file (LaMa-style export).
+
+A TorchScript file is a program, not data: loading it and calling it runs
+whatever it was scripted to do (read and write files, among others) with the
+user's rights. It is loaded only when the caller says it trusts the file
+(``trust=True``; ``--trust-model`` on the command line). The project's own
+models (DeepFill, the Gaussian denoiser) load from safetensors weights alone.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +23,24 @@ PAD_MULTIPLE = 8
 """Inputs are reflect-padded to a multiple of this (as LaMa exports require)."""
 
 
-@functools.lru_cache(maxsize=4)
-def load_inpainter(path: str | os.PathLike) -> torch.jit.ScriptModule:
+def load_inpainter(path: str | os.PathLike, trust: bool = False) -> torch.jit.ScriptModule:
     """Load a TorchScript inpainter, kept in memory for later calls.
 
     Raises
     ------
     CheckpointError
-        If the file is missing or is not a TorchScript archive.
+        If ``trust`` is False (the file would run as code), or the file is
+        missing or is not a TorchScript archive.
     """
-    path = Path(path)
+    if not trust:
+        raise CheckpointError(f"{path} is TorchScript, a program that runs with your rights when loaded: pass "
+                              f"--trust-model (trust=True in Python) if you trust its author")
+    return _load_trusted(str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_trusted(path_text: str) -> torch.jit.ScriptModule:
+    path = Path(path_text)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such inpainter file")
     try:
@@ -39,7 +54,7 @@ def load_inpainter(path: str | os.PathLike) -> torch.jit.ScriptModule:
 
 
 def inpaint_learned(
-    images: torch.Tensor, masks: torch.Tensor, model_path: str | os.PathLike
+    images: torch.Tensor, masks: torch.Tensor, model_path: str | os.PathLike, trust: bool = False
 ) -> torch.Tensor:
     """Fill masked pixels with a learned inpainting network.
 
@@ -57,6 +72,8 @@ def inpaint_learned(
         ``(B, H, W)`` bool, True where pixels are to be filled.
     model_path : path
         TorchScript file.
+    trust : bool
+        Must be True: the file is a program (see :func:`load_inpainter`).
 
     Returns
     -------
@@ -66,14 +83,14 @@ def inpaint_learned(
     Raises
     ------
     ModelError
-        If the network fails or returns the wrong shape or non-finite values.
+        If ``trust`` is False, or the network fails or returns the wrong shape or non-finite values.
 
     References
     ----------
     R. Suvorov et al., "Resolution-robust Large Mask Inpainting with Fourier
     Convolutions" (LaMa), WACV 2022.
     """
-    model = load_inpainter(str(model_path))
+    model = load_inpainter(model_path, trust)
     height, width = images.shape[-2:]
     pad_h, pad_w = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
     hole = masks[:, None].to(images.dtype)
