@@ -22,6 +22,7 @@ from ciidefence.inpainting.deepfill import (
     hole_windows_torch,
     inpaint_with_network,
     load_deepfill,
+    WindowedDeepFill,
     save_deepfill,
     window_side,
 )
@@ -144,8 +145,11 @@ def test_the_training_command_runs_and_refuses_bad_data(small_training_folder, t
     assert "masked PSNR" in result.stdout and (tmp_path / "m.safetensors").exists()
     bad = subprocess.run([*command[:5], str(tmp_path / "nothing"), *command[6:]], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
-    elsewhere = subprocess.run([*command, "--checkpoint", str(tmp_path / "work" / "state.ckpt")], capture_output=True,
-                               text=True, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists" in again.stderr  # neither the checkpoint nor the weights replaced
+    elsewhere = [*command[:7], str(tmp_path / "m2.safetensors"), *command[8:]]
+    elsewhere = subprocess.run([*elsewhere, "--checkpoint", str(tmp_path / "work" / "state.ckpt")],
+                               capture_output=True, text=True, timeout=300)
     assert elsewhere.returncode == 0 and (tmp_path / "work" / "state.ckpt").is_file(), elsewhere.stderr
 
 
@@ -255,6 +259,18 @@ def _boxes(seed: int, count: int, size: int = 96) -> torch.Tensor:
     return masks
 
 
+def test_windows_split_over_several_network_calls_fill_as_one_call_does():
+    masks = _boxes(3, 3)
+    images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    module = WindowedDeepFill(load_deepfill())
+    windows = hole_windows(masks)
+    with torch.no_grad():
+        whole = module.fill(images, masks, windows)
+        module.window_pixels_per_call = 1  # one window per call
+        split = module.fill(images, masks, windows)
+    assert len(windows) > 3 and torch.allclose(whole, split, atol=1e-5)
+
+
 def test_the_torch_window_finder_agrees_with_scipys():
     masks = _boxes(0, 6)
     masks[0, 0:5, 0:5] = True  # a hole in a corner
@@ -301,6 +317,8 @@ def test_the_export_command_writes_the_shipped_model_and_refuses_bad_weights(tmp
     images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(inpaint(images, masks, "learned", model_path=tmp_path / "m.pt", trust=True),
                           inpaint(images, masks, "deepfill"), atol=1e-5)
-    bad = subprocess.run([*command, "--weights", str(tmp_path / "missing.safetensors")], capture_output=True,
-                         text=True, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
+    bad = subprocess.run([*command, "--overwrite", "--weights", str(tmp_path / "missing.safetensors")],
+                         capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no such inpainter file" in bad.stderr

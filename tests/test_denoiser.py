@@ -108,3 +108,73 @@ def test_the_training_command_writes_weights_and_refuses_a_checkpoint_in_the_pac
     package = subprocess.run([*command, "--checkpoint", str(inside)], capture_output=True, text=True, timeout=300)
     assert package.returncode == 2 and "inside the ciidefence package" in package.stderr
     assert not inside.exists() and ciidefence.__file__
+
+
+# --- the trainer's files: checked before the first step, written whole, never through a link -------------
+
+
+def _trainer(classifier, out, resume=False, steps=2, learning_rate=1e-3, **kwargs):
+    config = DenoiserTrainingConfig(steps=steps, stability_from=steps, batch_size=2, crop=32, validation_images=2,
+                                    learning_rate=learning_rate)
+    return DenoiserTrainer(TRAINING, out, DenoiserConfig(width=8), config, torch.device("cpu"), classifier,
+                           resume=resume, **kwargs)
+
+
+def test_the_trainer_refuses_bad_outputs_before_the_first_step(classifier, tmp_path):
+    with pytest.raises(ConfigError, match="safetensors"):
+        _trainer(classifier, TRAINING / sorted(p.name for p in TRAINING.iterdir())[0])  # an input image
+    existing = tmp_path / "old.safetensors"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(ConfigError, match="exists"):
+        _trainer(classifier, existing)
+    assert existing.read_bytes() == b"keep me"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot make the folder"):
+        _trainer(classifier, blocker / "d.safetensors")
+    outside = tmp_path / "outside"
+    (tmp_path / "linked.safetensors").symlink_to(outside)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        _trainer(classifier, tmp_path / "linked.safetensors")
+    (tmp_path / "d.safetensors.ckpt").symlink_to(outside)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        _trainer(classifier, tmp_path / "d.safetensors")
+    assert not outside.exists()
+
+
+def test_a_planted_partial_file_is_never_written_through(classifier, tmp_path):
+    outside = tmp_path / "outside"
+    for name in ("d.safetensors.partial", "d.safetensors.ckpt.partial"):
+        (tmp_path / name).symlink_to(outside)
+    trainer = _trainer(classifier, tmp_path / "d.safetensors")
+    trainer.train(validate_every=2)
+    assert not outside.exists() and load_denoiser(tmp_path / "d.safetensors").config.width == 8
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_a_corrupt_finished_or_nan_checkpoint_gives_one_line(classifier, tmp_path):
+    out = tmp_path / "d.safetensors"
+    checkpoint = tmp_path / "d.safetensors.ckpt"
+    checkpoint.write_bytes(b"\x80\x04garbage, not a checkpoint")
+    with pytest.raises(ConfigError, match="not a training checkpoint"):
+        _trainer(classifier, out, resume=True)
+    checkpoint.unlink()
+    _trainer(classifier, out).train(validate_every=2)
+    with pytest.raises(ConfigError, match="nothing left to train"):
+        _trainer(classifier, out, resume=True)
+    saved = torch.load(checkpoint, weights_only=True)
+    next(iter(saved["model"].values())).fill_(float("nan"))
+    torch.save(saved, checkpoint)
+    with pytest.raises(ConfigError, match="NaN"):
+        _trainer(classifier, out, resume=True, steps=4)
+
+
+def test_training_that_diverges_stops_with_one_line_and_keeps_the_last_checkpoint(classifier, tmp_path):
+    trainer = _trainer(classifier, tmp_path / "d.safetensors", steps=3)
+    trainer.train(validate_every=10, checkpoint_minutes=1e-9)  # a checkpoint after every step
+    trainer.config = DenoiserTrainingConfig(steps=6, stability_from=6, batch_size=2, crop=32, validation_images=2)
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("inf"))
+    with pytest.raises(ConfigError, match="diverged at step 4.*is kept"):
+        trainer.train(validate_every=10)
+    assert torch.load(tmp_path / "d.safetensors.ckpt", weights_only=True)["step"] == 3

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from ..defences.registry import DEFENCES
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from .options import common_options, defence_options, split_names
 from .session import CommandFailed, open_classifier, progress, report_errors, say, warn
 
@@ -21,6 +19,7 @@ if TYPE_CHECKING:
 
     from ..defences.registry import Defence
     from ..models.base import Classifier
+    from ..smoothing import SmoothedClassifier
 
 # OpenMP threads that spin-wait while another process holds a core made commands many times slower on shared
 # CPUs; passive waiting costs nothing measurable when the machine is idle. Set before torch is first imported.
@@ -36,29 +35,32 @@ def main() -> None:
     """
 
 
+SMOOTHED = "smoothed"
+"""``classify --defence smoothed``: the smoothed classifier, which answers a class with a certified radius, or
+abstains."""
+
+
 def _parse_defences(text: str) -> list[str]:
     names = list(split_names(text))
-    unknown = [name for name in names if name not in DEFENCES]
+    unknown = [name for name in names if name not in DEFENCES and name != SMOOTHED]
     if unknown or not names:
         raise CommandFailed(
-            f"unknown defence {', '.join(unknown) or repr(text)}; choose from: {', '.join(DEFENCES)}",
+            f"unknown defence {', '.join(unknown) or repr(text)}; choose from: {', '.join(DEFENCES)}, {SMOOTHED}",
             exit_code=2,
         )
     return names
 
 
 def _read_labels(path: str | None) -> dict[str, int]:
-    """``file,class_index`` rows (as in the bundled labels.csv), keyed by file name."""
+    """``file,class_index`` rows (as in the bundled labels.csv), keyed by file name; ImageNet's 1,000 classes."""
+    from ..evaluation.data import read_labels_csv
+
     if path is None:
         return {}
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        return {Path(row["file"]).name: int(row["class_index"]) for row in rows}
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise CommandFailed(
-            f"{path}: not a labels CSV with columns file,class_index ({error})", exit_code=2
-        ) from None
+        return {Path(name).name: label for name, label in read_labels_csv(path).items()}
+    except ConfigError as error:
+        raise CommandFailed(str(error), exit_code=2) from None
 
 
 def _top(classifier: Classifier, logits: torch.Tensor, count: int) -> list[dict]:
@@ -71,7 +73,8 @@ def _top(classifier: Classifier, logits: torch.Tensor, count: int) -> list[dict]
 
 
 def _classify_one(
-    classifier: Classifier, image: torch.Tensor, defences: dict[str, Defence], top: int, seed: int, name: str
+    classifier: Classifier, image: torch.Tensor, defences: dict[str, Defence], top: int, seed: int, name: str,
+    smoothed: SmoothedClassifier | None = None,
 ) -> dict[str, list[dict]]:
     import torch
 
@@ -84,6 +87,14 @@ def _classify_one(
             purified = defence(batch, generator=seeded_generator(seed, name, defence.digest))
             logits = classifier(purified)[0]
             predictions[label] = _top(classifier, logits, top)
+    if smoothed is not None:
+        certificate = smoothed(batch, generator=seeded_generator(seed, name, SMOOTHED)).certificates[0]
+        predictions[SMOOTHED] = [{
+            "class": certificate.prediction,
+            "name": "abstain" if certificate.abstained else classifier.class_name(certificate.prediction),
+            "probability": round(certificate.count / smoothed.n, 6), "radius": round(certificate.radius, 6),
+            "p_lower": round(certificate.p_lower, 6),
+        }]
     return predictions
 
 
@@ -97,24 +108,55 @@ def _classify_one(
               help="CSV with columns file,class_index (as samples/labels.csv): shows each image's true class and "
                    "prints top-1 accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option("--smoothing-sigma", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True,
+              help="With --defence smoothed: the noise level (pixels in [0, 1] at the classifier's view).")
+@click.option("--smoothing-front", default="learned", show_default=True,
+              help="With --defence smoothed: what is smoothed in front of the classifier: none, wavelet, learned "
+                   "(the shipped Gaussian denoiser) or a defence name.")
+@click.option("--smoothing-n0", type=click.IntRange(1), default=100, show_default=True,
+              help="With --defence smoothed: noisy copies that select the class.")
+@click.option("--smoothing-n", type=click.IntRange(1), default=1000, show_default=True,
+              help="With --defence smoothed: noisy copies that bound its probability (the cost: N0 + N classifier "
+                   "passes per image).")
+@click.option("--smoothing-alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.001,
+              show_default=True, help="With --defence smoothed: the certificate is wrong with at most this chance.")
 @defence_options
 @common_options
 @report_errors
-def classify(images, defence_text, top, labels, as_json, config, model, checkpoint, random_weights,
-             device, threads, seed, max_pixels) -> None:
-    """Classify IMAGES, with or without a defence in front of the classifier."""
+def classify(images, defence_text, top, labels, as_json, smoothing_sigma, smoothing_front, smoothing_n0,
+             smoothing_n, smoothing_alpha, config, model, checkpoint, random_weights, device, threads, seed,
+             max_pixels) -> None:
+    """Classify IMAGES, with or without a defence in front of the classifier.
+
+    --defence smoothed answers with the smoothed classifier (Cohen et al.
+    2019): a class and the L2 radius within which no perturbation can change
+    it, or "abstain" where the noisy copies do not agree enough to certify
+    any class.
+    """
     from ..defences.registry import build_defence
     from ..images import find_images, load_image
 
     names = _parse_defences(defence_text)
     truth = _read_labels(labels)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
-    defences = {name: build_defence(name, classifier, config) for name in names}
+    defences = {name: build_defence(name, classifier, config) for name in names if name != SMOOTHED}
+    smoothed = None
+    if SMOOTHED in names:
+        from ..evaluation.certification import FRONTS, build_front
+        from ..smoothing import SmoothedClassifier
+
+        if smoothing_front not in FRONTS and smoothing_front not in DEFENCES:
+            raise CommandFailed(f"--smoothing-front {smoothing_front!r}: choose from {', '.join(FRONTS)} or a "
+                                f"defence name", exit_code=2)
+        front = build_front(smoothing_front, classifier, smoothing_sigma, config, None)
+        smoothed = SmoothedClassifier(classifier, smoothing_sigma, front.module, smoothing_n0, smoothing_n,
+                                      smoothing_alpha)
     results, failures = [], 0
     for path in progress(find_images(images), "classify"):
         try:
             image = load_image(path, max_pixels, classifier.view_side)
-            predictions = _classify_one(classifier, image, defences, top, seed, path.name)
+            predictions = _classify_one(classifier, image, defences, top, seed, path.name, smoothed)
+            predictions = {name: predictions[name] for name in names}  # in the order asked for
         except ImageError as error:
             warn(f"error: {error}")
             failures += 1
@@ -129,7 +171,8 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
     if as_json:
         document = {
             "model": classifier.name,
-            "defence_config": config.to_dict() if any(DEFENCES[name].is_ciid for name in names) else None,
+            "defence_config": config.to_dict() if any(name in DEFENCES and DEFENCES[name].is_ciid
+                                                      for name in names) else None,
             "results": results,
             "accuracy": accuracy,
             "failed": failures,
@@ -139,6 +182,10 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
         for name, counts in accuracy.items():
             click.echo(f"top-1 accuracy, defence {name}: {counts['correct']}/{counts['images']} = "
                        f"{100 * counts['top1']:.1f}%")
+        if truth and accuracy and len(results) > next(iter(accuracy.values()))["images"]:
+            unlabelled = len(results) - next(iter(accuracy.values()))["images"]
+            click.echo(f"({unlabelled} of {len(results)} images have no label in {labels}: left out of the "
+                       f"accuracy)")
     if failures:
         raise CommandFailed(f"{failures} of {failures + len(results)} images failed")
 
@@ -146,7 +193,9 @@ def classify(images, defence_text, top, labels, as_json, config, model, checkpoi
 def _prediction_text(result: dict) -> str:
     columns = [result["file"]]
     for name, predictions in result["predictions"].items():
-        shown = ", ".join(f"{p['name']} ({p['probability']:.3f})" for p in predictions)
+        shown = ", ".join(f"{p['name']} (certified radius {p['radius']:.3f})" if "radius" in p and p["class"] >= 0
+                          else p["name"] if "radius" in p else f"{p['name']} ({p['probability']:.3f})"
+                          for p in predictions)
         columns.append(f"{name}: {shown}")
     if result["label"] is not None:
         columns.append(f"label: {result['label_name']} ({result['label']})")
@@ -174,18 +223,12 @@ def _check_output_folder(out: Path, paths: list[Path], overwrite: bool) -> None:
                                 f"another folder, or pass --overwrite", exit_code=2)
 
 
-def _write_atomically(image: torch.Tensor, out: Path, target: Path) -> None:
-    """Write a PNG to a fresh, unpredictable temporary file in ``out``, then rename it onto ``target``."""
+def _write_png(image: torch.Tensor, target: Path) -> None:
+    """Write a PNG whole or not at all (a fresh temporary file in its folder, renamed onto ``target``)."""
+    from ..files import write_atomically
     from ..images import save_image
 
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".partial.png", dir=out)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            save_image(image, handle, format="PNG")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda handle: save_image(image, handle, format="PNG"))
 
 
 @main.command("purify")
@@ -196,16 +239,21 @@ def _write_atomically(image: torch.Tensor, out: Path, target: Path) -> None:
               default="ciid", show_default=True)
 @click.option("--overwrite", is_flag=True,
               help="Replace files already in --out, and allow --out inside a folder of the inputs.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave images whose PNG is already in --out (to finish a killed run).")
 @defence_options
 @common_options
 @report_errors
-def purify_command(images, out_dir, defence_name, overwrite, config, model, checkpoint, random_weights, device,
-                   threads, seed, max_pixels) -> None:
+def purify_command(images, out_dir, defence_name, overwrite, skip_existing, config, model, checkpoint,
+                   random_weights, device, threads, seed, max_pixels) -> None:
     """Write a purified PNG of each of IMAGES, at its own size, into --out.
 
     Each PNG is written to a temporary file in --out and renamed when
-    complete, so a killed run keeps every finished image and no partial one.
+    complete, so a killed run keeps every finished image and no partial one;
+    --skip-existing then finishes it.
     """
+    if overwrite and skip_existing:
+        raise CommandFailed("--overwrite and --skip-existing contradict each other: give one", exit_code=2)
     from ..defences.registry import build_defence
     from ..images import find_images, load_image
     from ..randomness import seeded_generator
@@ -217,7 +265,7 @@ def purify_command(images, out_dir, defence_name, overwrite, config, model, chec
     defence = build_defence(defence_name, classifier, config)
     out.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
-    failures = 0
+    failures = skipped = 0
     for path in progress(paths, "purify"):
         target = out / f"{path.stem}.png"
         problem = None
@@ -225,8 +273,11 @@ def purify_command(images, out_dir, defence_name, overwrite, config, model, chec
             problem = f"{path}: another input already wrote {target}"
         elif target.is_symlink() or (target.exists() and not target.is_file()):
             problem = f"{target} is a link or not a regular file; refusing to write through it"
+        elif target.exists() and skip_existing:
+            skipped += 1
+            continue
         elif target.exists() and not overwrite:
-            problem = f"{target} already exists; pass --overwrite to replace it"
+            problem = f"{target} already exists; pass --overwrite to replace it, or --skip-existing to keep it"
         elif target.resolve().parent != out.resolve():
             problem = f"{target} resolves outside --out {out}"
         if problem:
@@ -240,11 +291,14 @@ def purify_command(images, out_dir, defence_name, overwrite, config, model, chec
             warn(f"error: {error}")
             failures += 1
             continue
-        _write_atomically(purified, out, target)
+        _write_png(purified, target)
         written.add(target.name)
-    warn(f"wrote {len(written)} purified images to {out}")
+    warn(f"wrote {len(written)} purified images to {out}" + (f"; kept {skipped} already there" if skipped else ""))
     if failures:
         raise CommandFailed(f"{failures} of {len(paths)} images failed")
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 @main.command()
@@ -264,6 +318,11 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
 
     if config.regions != "cam":
         raise CommandFailed("explain draws the CAM-selected regions; use --regions cam", exit_code=2)
+    if Path(out_path).suffix.lower() not in FIGURE_SUFFIXES:
+        raise CommandFailed(f"--out {out_path}: a figure file ends in {', '.join(FIGURE_SUFFIXES)}", exit_code=2)
+    from ..files import check_writable_folder
+
+    check_writable_folder(Path(out_path).parent, "--out")
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
     config.check_coverage(classifier.input_size)
     batch = load_image(image, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
@@ -275,6 +334,7 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
     warn(f"wrote {out_path}")
 
 
+from .certify import certify  # noqa: E402
 from .evaluate import evaluate, report  # noqa: E402  (they use main's helpers)
 from .sweep import sweep  # noqa: E402
 from .train import export_inpainter, train_denoiser, train_inpainter  # noqa: E402
@@ -285,6 +345,7 @@ main.add_command(train_denoiser)
 main.add_command(evaluate)
 main.add_command(report)
 main.add_command(sweep)
+main.add_command(certify)
 
 if __name__ == "__main__":
     main()

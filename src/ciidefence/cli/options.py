@@ -18,6 +18,11 @@ from ..models import DEFAULT_MODEL, MODEL_NAMES
 from ..regions import REGION_METHODS
 from .session import CommandFailed
 
+THREADS = click.IntRange(1, 1024)
+"""``--threads``: torch crashes (exit 139) on absurd counts, so the option stops at 1,024."""
+SEED = click.IntRange(0, 2**63 - 1)
+"""``--seed``: what torch's generators take."""
+
 _DEFAULTS = CIIDefenceConfig()
 
 
@@ -101,10 +106,10 @@ _COMMON_OPTIONS = [
     click.option("--random-weights", is_flag=True, hidden=True,
                  help="Use random weights (for tests of the plumbing)."),
     click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
-    click.option("--threads", type=click.IntRange(1), default=None,
+    click.option("--threads", type=THREADS, default=None,
                  help="CPU threads for torch [default: every CPU this process may use]; on a machine shared "
                       "with other heavy jobs, fewer threads than cores avoids a many-fold slowdown."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw."),
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random draw."),
     click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images with more pixels than this, in the file or in the classifier's view."),
 ]
@@ -144,7 +149,7 @@ _RUN_OPTIONS = [
                       "cluster; or a cluster address. Needs pip install 'ciidefence[ray]'."),
     click.option("--workers", type=click.IntRange(1), default=None,
                  help="With --ray: actors [default: one per --threads-per-worker CPUs of the cluster]."),
-    click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
+    click.option("--threads-per-worker", type=THREADS, default=1, show_default=True,
                  help="With --ray: torch threads (and Ray CPUs) per actor."),
     click.option("--ship-data", is_flag=True,
                  help="With --ray: the driver reads the images and ships them to the workers (for workers that do "

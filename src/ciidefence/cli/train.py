@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .session import report_errors, resolve_device, say, set_threads, warn
+from .options import SEED, THREADS
+from .session import CommandFailed, report_errors, resolve_device, say, set_threads, warn
 
 
 @click.command("train-inpainter")
@@ -30,8 +31,8 @@ from .session import report_errors, resolve_device, say, set_threads, warn
 @click.option("--validate-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all available].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=THREADS, default=None, help="CPU threads [default: all available].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
 @report_errors
 def train_inpainter(data, out_path, checkpoint_path, steps, batch_size, width, coarse, learning_rate,
@@ -70,17 +71,24 @@ def train_inpainter(data, out_path, checkpoint_path, steps, batch_size, width, c
               help="TorchScript file to write (.pt), for --inpainter learned --inpainter-model OUT.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights from train-inpainter [default: the shipped ones].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @report_errors
-def export_inpainter(out_path, weights) -> None:
+def export_inpainter(out_path, weights, overwrite) -> None:
     """Write the DeepFill-style inpainter as TorchScript, LaMa's export convention: model(image, mask) -> image.
 
     The file runs without ciidefence (torch.jit.load) and, in the learned
     slot, fills as --inpainter deepfill does on images whose sides are
     multiples of 8.
     """
+    from ..files import check_writable_folder, refuse_link
     from ..inpainting.deepfill import export_deepfill
 
-    export_deepfill(out_path, weights)
+    out = Path(out_path)
+    refuse_link(out)
+    if out.exists() and not overwrite:
+        raise CommandFailed(f"--out {out} exists; pass --overwrite to replace it", exit_code=2)
+    check_writable_folder(out.parent, "--out")
+    export_deepfill(out, weights)
     warn(f"wrote {Path(out_path)}")
 
 
@@ -107,19 +115,21 @@ def export_inpainter(out_path, weights) -> None:
 @click.option("--stability-batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--stability-learning-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-4,
               show_default=True)
+@click.option("--stability-mse-weight", type=click.FloatRange(0), default=100.0, show_default=True,
+              help="Weight of the MSE kept beside the stability objective, so the denoiser stays one (0: none).")
 @click.option("--width", type=click.IntRange(4), default=32, show_default=True,
               help="Channels at half resolution, doubled at each level.")
 @click.option("--levels", type=click.IntRange(1, 4), default=2, show_default=True, help="Downsamplings.")
 @click.option("--validate-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all available].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=THREADS, default=None, help="CPU threads [default: all available].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
 @report_errors
 def train_denoiser(data, out_path, checkpoint_path, model, steps, stability_from, sigmas, batch_size, crop,
-                   learning_rate, stability_batch_size, stability_learning_rate, width, levels, validate_every,
-                   checkpoint_minutes, device, threads, seed, resume) -> None:
+                   learning_rate, stability_batch_size, stability_learning_rate, stability_mse_weight, width, levels,
+                   validate_every, checkpoint_minutes, device, threads, seed, resume) -> None:
     """Train the Gaussian denoiser of denoised smoothing (Salman et al. 2020): MSE, then the stability objective.
 
     Shows the loss and, on held-back images with fixed noise at each sigma,
@@ -139,6 +149,7 @@ def train_denoiser(data, out_path, checkpoint_path, model, steps, stability_from
     config = DenoiserTrainingConfig(steps=steps, stability_from=stability_from, batch_size=batch_size, crop=crop,
                                     learning_rate=learning_rate, stability_batch_size=stability_batch_size,
                                     stability_learning_rate=stability_learning_rate,
+                                    stability_mse_weight=stability_mse_weight,
                                     sigmas=tuple(parse_eps(s) for s in split_names(sigmas)), seed=seed)
     trainer = DenoiserTrainer(data, out_path, DenoiserConfig(width=width, levels=levels), config, torch_device,
                               load_classifier(model), resume=resume, checkpoint=checkpoint_path)

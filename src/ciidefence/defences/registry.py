@@ -63,6 +63,10 @@ class DefenceSpec:
     differentiable: bool = False
     is_ciid: bool = False
     identity: bool = False
+    complete: Callable[[dict], dict] | None = None
+    """Adds to given parameters what identifies them but is not chosen (a weights file's digest)."""
+    front: bool = False
+    """Made to sit in front of the smoothed classifier (a Gaussian denoiser), not a rival of the paper's tables."""
 
     def approximations(self, params: dict) -> tuple[str, ...]:
         """The BPDA approximations of this defence with ``params``.
@@ -92,6 +96,33 @@ def _pixel_deflection(classifier: Classifier, params: dict) -> nn.Module:
     from .pixel_deflection import PixelDeflection
 
     return PixelDeflection(classifier, **params)
+
+
+def _gaussian_denoiser(classifier: Classifier, params: dict) -> nn.Module:
+    from ..denoising.learned import DenoiserFront, load_denoiser, weights_digest
+
+    path = params["weights"]
+    if params.get("weights_digest") not in (None, digest := weights_digest(path or _shipped_denoiser())):
+        raise ConfigError(f"denoiser weights {path or 'shipped'} have digest {digest}, not the "
+                          f"{params['weights_digest']} these parameters name")
+    return DenoiserFront(load_denoiser(path), params["sigma"])
+
+
+def _shipped_denoiser() -> str:
+    from ..denoising.learned import shipped_denoiser_path
+
+    return str(shipped_denoiser_path())
+
+
+def _with_weights_digest(params: dict) -> dict:
+    from ..denoising.learned import weights_digest
+    from ..errors import CheckpointError
+
+    path = params.get("weights") or _shipped_denoiser()
+    try:
+        return {**params, "weights_digest": weights_digest(path)}
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read denoiser weights ({error.strerror or error})") from None
 
 
 def _transform(name: str) -> Callable[[Classifier, dict], nn.Module]:
@@ -128,9 +159,12 @@ SPECS = (
                 randomised=True),
     DefenceSpec("random-resize-pad", "random resize and pad (Xie et al. 2018)",
                 _transform("RandomResizePad"), {"max_ratio": 331 / 299}, randomised=True, differentiable=True),
+    DefenceSpec("gaussian-denoiser", "learned Gaussian denoiser (denoised smoothing's front, Salman et al. 2020)",
+                _gaussian_denoiser, {"sigma": 0.25, "weights": None}, differentiable=True,
+                complete=_with_weights_digest, front=True),
 )
 DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in SPECS}
-RIVALS = tuple(spec.name for spec in SPECS if not spec.is_ciid and spec.name != "none")
+RIVALS = tuple(spec.name for spec in SPECS if not spec.is_ciid and not spec.identity and not spec.front)
 ABLATIONS = tuple(spec.name for spec in SPECS if spec.is_ciid and spec.name != "ciid")
 
 
@@ -146,7 +180,7 @@ def defence_params(name: str, ciid: CIIDefenceConfig | None = None) -> dict:
     spec = defence_spec(name)
     if spec.is_ciid:
         return dataclasses.replace(ciid or CIIDefenceConfig(), **spec.params).to_dict()
-    return dict(spec.params)
+    return spec.complete(dict(spec.params)) if spec.complete else dict(spec.params)
 
 
 def defence_digest(name: str, params: dict) -> str:
@@ -219,6 +253,8 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
     """
     spec = defence_spec(name)
     params = params if params is not None else defence_params(name, ciid)
+    if spec.complete is not None and params.get("weights_digest") is None:
+        params = spec.complete(params)
     try:
         module = spec.build(classifier, params)
     except TypeError as error:

@@ -107,6 +107,10 @@ class DenoiserFront(nn.Module):
         check_images(images)
         return self.denoiser(images, self.sigma)
 
+    def differentiable_approximation(self, images: torch.Tensor, generator: object = None) -> torch.Tensor:
+        """The denoiser itself, with gradients (for BPDA's ``differentiable`` approximation: it is exact)."""
+        return self.denoiser(images, self.sigma)
+
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
 
@@ -125,11 +129,10 @@ def weights_digest(path: str | os.PathLike) -> str:
 
 
 def save_denoiser(model: GaussianDenoiser, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write the weights and the architecture as safetensors (no code, no pickle)."""
-    from safetensors.torch import save_file
+    """Write the weights and the architecture as safetensors (no code, no pickle), atomically."""
+    from ..files import save_safetensors
 
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(asdict(model.config)), **(metadata or {})})
+    save_safetensors(model.state_dict(), path, {"config": json.dumps(asdict(model.config)), **(metadata or {})})
 
 
 def load_denoiser(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> GaussianDenoiser:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +93,36 @@ class Worker:
         return self.evaluation.run_unit_or_error_rows(self.experiments[digest], self.batches[index])
 
 
+REACH_TIMEOUT_S = 10.0
+"""How long ``--ray HOST:PORT`` waits for the address to answer before giving up (Ray itself retries for minutes)."""
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Raise :class:`ConfigError` unless something listens at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--ray {address}: no Ray cluster answers there ({error}); start one with `ray start "
+                          f"--head` (docs/SCALING.md) or check the address") from None
+
+
 def connect(address: str) -> None:
-    """Start or join Ray (once per process)."""
+    """Start or join Ray (once per process); a cluster that cannot be reached is a one-line :class:`ConfigError`,
+    found before anything is written."""
     import ray
 
     if ray.is_initialized():
         return
+    if address not in ("local", "auto"):
+        check_reachable(address)
     on_sigterm = signal.getsignal(signal.SIGTERM)
-    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    try:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(f"--ray {address}: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
+                          ) from None
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)  # ray.init put a handler there that dumps a stack and exits
 

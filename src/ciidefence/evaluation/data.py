@@ -73,21 +73,49 @@ def load_dataset(
     return _from_wnid_folders(directory)
 
 
-def _from_csv(directory: Path, csv_path: Path, num_classes: int) -> list[LabelledImage]:
+def read_labels_csv(csv_path: str | os.PathLike, num_classes: int = 1000) -> dict[str, int]:
+    """``{file: class_index}`` from a CSV with columns ``file,class_index`` (others ignored; a BOM is fine).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, lacks either column, holds a class index
+        that is not an integer in ``0..num_classes - 1``, or names one file
+        twice with different classes.
+    """
     try:
-        with open(csv_path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        table = {row["file"]: int(row["class_index"]) for row in rows}
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise ConfigError(f"{csv_path}: not a labels CSV with columns file,class_index ({error})") from None
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [name.strip() for name in reader.fieldnames or []]
+            if not {"file", "class_index"} <= set(columns):
+                raise ConfigError(f"{csv_path}: not a labels CSV: needs the columns file and class_index, has "
+                                  f"{', '.join(columns) or 'none'}")
+            reader.fieldnames = columns
+            rows = [(row["file"], row["class_index"], reader.line_num) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{csv_path}: cannot be read as a labels CSV ({error})") from None
+    table: dict[str, int] = {}
+    for name, text, line in rows:
+        try:
+            label = int((text or "").strip())
+        except ValueError:
+            raise ConfigError(f"{csv_path}, line {line}: class_index {text!r} is not an integer") from None
+        if not 0 <= label < num_classes:
+            raise ConfigError(f"{csv_path}, line {line}: class_index {label} is outside 0..{num_classes - 1}")
+        if table.get(name, label) != label:
+            raise ConfigError(f"{csv_path}, line {line}: {name} is labelled both {table[name]} and {label}")
+        table[name] = label
+    return table
+
+
+def _from_csv(directory: Path, csv_path: Path, num_classes: int) -> list[LabelledImage]:
+    table = read_labels_csv(csv_path, num_classes)
     images = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise ConfigError(f"{directory}: holds no images")
     missing = sorted(set(table) - set(images))
     unlabelled = sorted(set(images) - set(table))
-    out_of_range = sorted(name for name, label in table.items() if not 0 <= label < num_classes)
-    for problem, names in (("labelled but not in the folder", missing), ("without a label", unlabelled),
-                           (f"with a class index outside 0..{num_classes - 1}", out_of_range)):
+    for problem, names in (("labelled but not in the folder", missing), ("without a label", unlabelled)):
         if names:
             raise ConfigError(f"{csv_path}: {len(names)} images {problem} (e.g. {names[0]})")
     return [LabelledImage(directory / name, table[name], name) for name in images]

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CIIDefenceError
+from ..files import write_atomically
 from .store import COLUMNS, SCHEMA, ResultStore
 
 FORMAT = "ciidefence-run-pack"
@@ -54,7 +55,7 @@ RESULT_FIELDS = tuple(c for c in COLUMNS if c in ("experiment", "defence_hash")
 """What the result segments hold of each row: the image's own outcome and the two digests."""
 SEGMENT_ROWS = 10_000
 """Result rows per segment file (about 2 MB of text, 150 KB stored by git)."""
-PLAIN_TABLES = ("units", "meta")
+PLAIN_TABLES = ("units", "meta", "certificates", "certificate_checks")
 """Tables packed column for column."""
 
 
@@ -319,15 +320,7 @@ def _write_lines(path: Path, lines: list[str]) -> tuple[str, str]:
 
 def _write_atomically(path: Path, content: bytes) -> None:
     _refuse_link(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: handle.write(content))
 
 
 def _refuse_link(path: Path) -> None:

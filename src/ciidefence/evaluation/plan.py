@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from ..attacks import attack_params, attack_spec, format_eps
 from ..defences.bpda import APPROXIMATIONS
@@ -14,6 +13,7 @@ from ..defences.config import CIIDefenceConfig
 from ..defences.registry import defence_digest, defence_params, defence_spec
 from ..errors import ConfigError
 from ..images import DEFAULT_MAX_PIXELS
+from .stored import StoredConfig
 
 THREATS = ("graybox", "bpda", "transfer")
 """Threat models a user chooses; the unattacked experiment has threat ``"clean"``. ``transfer`` needs a source model
@@ -27,8 +27,6 @@ BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
 classifier gets right."""
-LOCATION_FIELDS = ("data", "labels")
-"""Where a run's data lies: stored as given, not part of what the run is (``data_digest`` is)."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -159,7 +157,7 @@ class Experiment:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(StoredConfig):
     """Everything that determines a run's results; a resumed run must match it.
 
     ``defences`` are names from :data:`ciidefence.defences.DEFENCES`; CIIDefence
@@ -238,39 +236,6 @@ class RunConfig:
             raise ConfigError("nothing to evaluate: give at least one defence and one attack")
         if self.batch_size < 1 or self.eot_samples < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError("--batch-size, --eot and --limit must be positive")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=2)
-
-    def located(self) -> RunConfig:
-        """This configuration with the data's paths made absolute (for processes that start elsewhere)."""
-        return dataclasses.replace(self, data=str(Path(self.data).resolve()),
-                                   labels=str(Path(self.labels).resolve()) if self.labels else None)
-
-    def with_data_digest(self) -> RunConfig:
-        """This configuration with ``data_digest`` computed from the data folder (reads its listing)."""
-        from .data import dataset_digest, load_dataset
-
-        return dataclasses.replace(self, data_digest=dataset_digest(load_dataset(self.data, self.labels)))
-
-    def matches(self, stored: str) -> bool:
-        """Whether ``stored`` (a run folder's configuration) describes this run's options.
-
-        The data is not compared here (neither its paths nor
-        :attr:`data_digest`): :func:`~ciidefence.evaluation.runner.open_run`
-        checks it, with its own message. Options added in later releases are
-        absent from older run folders; they match when this run leaves them at
-        their defaults.
-        """
-        current, previous = json.loads(self.to_json()), json.loads(stored)
-        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
-        for key, value in current.items():
-            if key not in previous and key in defaults and json.loads(json.dumps(defaults[key])) == value:
-                previous[key] = value
-        for key in (*LOCATION_FIELDS, "data_digest"):
-            current.pop(key, None)
-            previous.pop(key, None)
-        return previous == current
 
     @property
     def models(self) -> tuple[str, ...]:

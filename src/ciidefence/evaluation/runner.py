@@ -33,6 +33,7 @@ from .data import LabelledImage, load_dataset
 from .lock import RunLock
 from .plan import Experiment, RunConfig
 from .store import NO_PREDICTION, ResultRow, ResultStore
+from .stored import StoredConfig
 
 RESULTS_FILE = "results.sqlite"
 VIEW_CACHE = 2048
@@ -43,7 +44,7 @@ Unit = tuple[Experiment, int, list[LabelledImage]]
 """(experiment, batch index, batch): the work that one transaction writes."""
 
 
-def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStore:
+def open_run(run_dir: str | Path, config: StoredConfig, resume: bool) -> ResultStore:
     """Create a run folder, or reopen one to resume after checking its configuration.
 
     Call it only once everything the run needs has been checked (build the
@@ -87,7 +88,7 @@ def open_run(run_dir: str | Path, config: RunConfig, resume: bool) -> ResultStor
     return store
 
 
-def open_written(run_dir: str | Path, config: RunConfig) -> ResultStore:
+def open_written(run_dir: str | Path, config: StoredConfig) -> ResultStore:
     """Reopen a run folder to read what it has written, without its lock (a dry run beside the running run).
 
     Raises
@@ -103,7 +104,7 @@ def open_written(run_dir: str | Path, config: RunConfig) -> ResultStore:
     return store
 
 
-def _check_same_configuration(store: ResultStore, run_dir: Path, config: RunConfig) -> None:
+def _check_same_configuration(store: ResultStore, run_dir: Path, config: StoredConfig) -> None:
     stored = store.get_meta("config")
     if stored is None:
         return

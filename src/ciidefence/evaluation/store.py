@@ -13,10 +13,12 @@ import json
 import math
 import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import ConfigError
+from .certificates import CertificateRow, CheckRow, column_names
 from .lock import RunLock
 
 _RESULTS_TEMPLATE = """
@@ -62,6 +64,43 @@ SCHEMA = RESULTS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS units (model TEXT NOT NULL, experiment TEXT NOT NULL, batch INTEGER NOT NULL,
                                   PRIMARY KEY (model, experiment, batch));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+    image        TEXT    NOT NULL,
+    label        INTEGER NOT NULL,
+    model        TEXT    NOT NULL,
+    setting      TEXT    NOT NULL,
+    sigma        REAL    NOT NULL,
+    front        TEXT    NOT NULL,
+    front_config TEXT    NOT NULL,
+    front_hash   TEXT    NOT NULL,
+    n0           INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    alpha        REAL    NOT NULL,
+    top_class    INTEGER NOT NULL,
+    count        INTEGER NOT NULL,
+    p_lower      REAL    NOT NULL,
+    radius       REAL    NOT NULL,
+    prediction   INTEGER NOT NULL,
+    correct      INTEGER NOT NULL,
+    seconds      REAL    NOT NULL,
+    error        TEXT,
+    UNIQUE (image, model, setting)
+);
+CREATE TABLE IF NOT EXISTS certificate_checks (
+    image      TEXT    NOT NULL,
+    model      TEXT    NOT NULL,
+    setting    TEXT    NOT NULL,
+    certified  INTEGER NOT NULL,
+    radius     REAL    NOT NULL,
+    budget     REAL    NOT NULL,
+    l2         REAL    NOT NULL,
+    steps      INTEGER NOT NULL,
+    samples    INTEGER NOT NULL,
+    prediction INTEGER NOT NULL,
+    flipped    INTEGER NOT NULL,
+    seconds    REAL    NOT NULL,
+    UNIQUE (image, model, setting)
+);
 """
 
 NO_PREDICTION = -1
@@ -131,16 +170,20 @@ class ResultStore:
         self.path = Path(path)
         self.lock: RunLock | None = None  # released on close
         self.connection = sqlite3.connect(self.path, timeout=30)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
-        if columns and "experiment" not in columns:
-            _migrate(self.connection)
-        elif columns:
-            with self.connection:
-                for name, definition in ADDED_COLUMNS.items():
-                    if name not in columns:
-                        self.connection.execute(f"ALTER TABLE results ADD COLUMN {name} {definition}")
-        self.connection.executescript(SCHEMA)
+        try:
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            columns = {row[1] for row in self.connection.execute("PRAGMA table_info(results)")}
+            if columns and "experiment" not in columns:
+                _migrate(self.connection)
+            elif columns:
+                with self.connection:
+                    for name, definition in ADDED_COLUMNS.items():
+                        if name not in columns:
+                            self.connection.execute(f"ALTER TABLE results ADD COLUMN {name} {definition}")
+            self.connection.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            self.connection.close()
+            raise ConfigError(f"{self.path}: not a ciidefence results database ({error})") from None
 
     def __enter__(self) -> ResultStore:
         return self
@@ -197,6 +240,56 @@ class ResultStore:
                     (model, experiment, *images))
                 self.connection.execute("DELETE FROM units WHERE model=? AND experiment=? AND batch=?",
                                         (model, experiment, batch))
+
+    def write_certificate(self, row: CertificateRow, unit: tuple[str, str, int]) -> None:
+        """Insert one certificate and mark ``unit`` (model, setting digest, image index) finished, in one
+        transaction."""
+        with self.connection:
+            self._insert("certificates", row)
+            self.connection.execute("INSERT OR REPLACE INTO units (model, experiment, batch) VALUES (?, ?, ?)", unit)
+
+    def _insert(self, table: str, row: CertificateRow | CheckRow) -> None:
+        values = astuple(row)
+        self.connection.execute(f"INSERT INTO {table} ({', '.join(column_names(type(row)))}) "
+                                f"VALUES ({', '.join('?' for _ in values)})", values)
+
+    def certified(self, model: str) -> set[tuple[str, str]]:
+        """``(image, setting digest)`` of every certificate written for ``model``."""
+        return set(self.connection.execute("SELECT image, setting FROM certificates WHERE model=?", (model,)))
+
+    def failed_certificates(self, model: str) -> set[tuple[str, str]]:
+        """``(image, setting digest)`` of ``model``'s certificate rows that record an error."""
+        return set(self.connection.execute("SELECT image, setting FROM certificates WHERE model=? AND error IS NOT "
+                                           "NULL", (model,)))
+
+    def forget_certificates(self, model: str, units: list[tuple[str, int, str]]) -> None:
+        """Delete these units' certificates (setting digest, image index, image) and their marks, in one
+        transaction, so that they run again."""
+        with self.connection:
+            for setting, index, image in units:
+                self.connection.execute("DELETE FROM certificates WHERE model=? AND setting=? AND image=?",
+                                        (model, setting, image))
+                self.connection.execute("DELETE FROM units WHERE model=? AND experiment=? AND batch=?",
+                                        (model, setting, index))
+
+    def write_check(self, row: CheckRow) -> None:
+        """Insert one SmoothAdv check of a certificate, in one transaction."""
+        with self.connection:
+            self._insert("certificate_checks", row)
+
+    def checked(self, model: str) -> set[tuple[str, str]]:
+        """``(image, setting digest)`` of every certificate already checked for ``model``."""
+        return set(self.connection.execute("SELECT image, setting FROM certificate_checks WHERE model=?", (model,)))
+
+    def certificate_rows(self) -> list[CertificateRow]:
+        """Every certificate, in the order written."""
+        return [CertificateRow(*values) for values in self.connection.execute(
+            f"SELECT {', '.join(column_names(CertificateRow))} FROM certificates ORDER BY rowid")]
+
+    def check_rows(self) -> list[CheckRow]:
+        """Every SmoothAdv check, in the order written."""
+        return [CheckRow(*values) for values in self.connection.execute(
+            f"SELECT {', '.join(column_names(CheckRow))} FROM certificate_checks ORDER BY rowid")]
 
     def images_and_labels(self) -> list[tuple[str, int]]:
         """Every ``(image, label)`` the rows hold, once."""
@@ -295,14 +388,28 @@ class Run:
 
 
 def read_run(run_dir: str | os.PathLike) -> Run:
-    """Read a run folder's database (``results.sqlite``)."""
-    with ResultStore(Path(run_dir) / "results.sqlite") as store:
+    """Read a run folder's database (``results.sqlite``).
+
+    Raises
+    ------
+    ConfigError
+        If the database is not one of ours, or its stored configuration or
+        plan is not what the project writes (edited, or from another tool).
+    """
+    path = Path(run_dir) / "results.sqlite"
+    with ResultStore(path) as store:
         config, images, units, invalid = (store.get_meta(key)
                                           for key in ("config", "images", "units_total", "invalid_defences"))
-        plan = json.loads(config) if config else None
-        planned = store.planned_experiments(planned_models(plan)) if plan else None
-        return Run(store.rows(), plan, int(images) if images else None,
-                   int(units) if units else None, store.units_done(planned), invalid)
+        try:
+            plan = json.loads(config) if config else None
+            if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("model"), str)):
+                raise ValueError("the configuration is not an object naming a model")
+            planned = store.planned_experiments(planned_models(plan)) if plan else None
+            return Run(store.rows(), plan, int(images) if images else None,
+                       int(units) if units else None, store.units_done(planned), invalid)
+        except (ValueError, TypeError, AttributeError, KeyError) as error:
+            raise ConfigError(f"{path}: its stored plan cannot be read ({type(error).__name__}: {error}); it was "
+                              f"not written by ciidefence as it is") from None
 
 
 def planned_models(config: dict | None) -> list[str]:

@@ -280,6 +280,9 @@ class Trainer(BaseTrainer):
         losses["critic"] = float(critic_loss.detach())
         return self.config.adversarial_weight * generator_loss
 
+    def model_tensors(self) -> list[torch.Tensor]:
+        return list(self.model.parameters())
+
     def checkpoint_state(self) -> dict:
         return {
             "model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),

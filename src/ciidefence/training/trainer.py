@@ -12,9 +12,11 @@ run where it stopped.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ImageError
+from ..files import check_writable_folder, refuse_link, write_atomically
 from ..images import IMAGE_SUFFIXES, load_image
 from ..progress import ProgressBar
 
@@ -113,6 +116,14 @@ class Trainer:
         if self.checkpoint_path.resolve().is_relative_to(PACKAGE_FOLDER):
             raise ConfigError(f"{self.checkpoint_path} lies inside the ciidefence package, where training state never "
                               f"goes: give --checkpoint a work file elsewhere (e.g. runs/{self.out.stem}.ckpt)")
+        if self.out.suffix != ".safetensors":
+            raise ConfigError(f"--out {self.out}: the weights are written as safetensors; give a path ending in "
+                              f".safetensors")
+        if self.checkpoint_path.resolve() == self.out.resolve():
+            raise ConfigError("--checkpoint and --out must be two files")
+        for path, option in ((self.out, "--out"), (self.checkpoint_path, "--checkpoint")):
+            refuse_link(path)
+            check_writable_folder(path.parent, option, create=True)
         self.config, self.device = config, device
         paths = training_images(data)
         held = min(config.validation_images, len(paths) // 5) or 1
@@ -125,8 +136,13 @@ class Trainer:
         """Restore the checkpoint (``resume``), or refuse to start over one."""
         if resume:
             self._restore()
+            if self.state.step >= self.config.steps:
+                raise ConfigError(f"{self.checkpoint_path} is at step {self.state.step}, and --steps is "
+                                  f"{self.config.steps}: nothing left to train; give a larger --steps to go on")
         elif self.checkpoint_path.exists():
             raise ConfigError(f"{self.checkpoint_path} exists: pass --resume to continue that run, or remove it")
+        elif self.out.exists():
+            raise ConfigError(f"--out {self.out} exists: remove it, or choose another file")
 
     # --- what each model says -----------------------------------------------------------------------
 
@@ -157,26 +173,36 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Write the checkpoint and the weights file, each atomically."""
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".partial")
-        torch.save({**self.checkpoint_state(), "step": self.state.step, "history": self.state.history,
-                    "rng": self.rng.getstate(), "torch_rng": torch.random.get_rng_state(),
-                    "config": asdict(self.config)}, temporary)
-        os.replace(temporary, self.checkpoint_path)
-        weights = self.out.with_name(self.out.name + ".partial")
-        self.write_weights(weights)
-        os.chmod(weights, 0o644)
-        os.replace(weights, self.out)
+        """Write the checkpoint and the weights file, each atomically (never through a link)."""
+        state = {**self.checkpoint_state(), "step": self.state.step, "history": self.state.history,
+                 "rng": self.rng.getstate(), "torch_rng": torch.random.get_rng_state(), "config": asdict(self.config)}
+        write_atomically(self.checkpoint_path, lambda handle: torch.save(state, handle))
+        self.write_weights(self.out)
 
     def _restore(self) -> None:
-        if not self.checkpoint_path.exists():
+        if not self.checkpoint_path.is_file():
             raise ConfigError(f"{self.checkpoint_path}: nothing to resume")
-        saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        self.load_checkpoint_state(saved)
-        self.state = TrainingState(saved["step"], saved["history"])
-        self.rng.setstate(_as_tuples(saved["rng"]))  # type: ignore[arg-type]
-        torch.random.set_rng_state(saved["torch_rng"])
+        try:
+            with warnings.catch_warnings():  # a foreign file's pickle protocol is not worth a warning
+                warnings.simplefilter("ignore")
+                saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            self.load_checkpoint_state(saved)
+            state = TrainingState(int(saved["step"]), list(saved["history"]))
+            self.rng.setstate(_as_tuples(saved["rng"]))  # type: ignore[arg-type]
+            torch.random.set_rng_state(saved["torch_rng"])
+        except ConfigError:
+            raise
+        except Exception as error:  # torch.load and the state dicts raise many types for one bad file
+            raise ConfigError(f"{self.checkpoint_path}: not a training checkpoint this command can resume "
+                              f"({type(error).__name__})") from None
+        if not all(torch.isfinite(value).all() for value in self.model_tensors()):
+            raise ConfigError(f"{self.checkpoint_path}: the weights hold NaN or Inf values; start again from an "
+                              f"earlier checkpoint or from scratch")
+        self.state = state
+
+    def model_tensors(self) -> list[torch.Tensor]:
+        """The weights a restored checkpoint gave the model, to check they are finite."""
+        raise NotImplementedError
 
     def train(self, progress: Callable[[int, int], ProgressBar] | None = None, checkpoint_minutes: float = 5.0,
               validate_every: int = 200) -> list[dict]:
@@ -186,6 +212,11 @@ class Trainer:
         started = time.monotonic()
         while self.state.step < self.config.steps:
             losses = self.step()
+            if not all(math.isfinite(value) for value in losses.values()):
+                saved = f"; {self.checkpoint_path} (its last checkpoint) is kept" if self.checkpoint_path.exists() \
+                    else ""
+                raise ConfigError(f"training diverged at step {self.state.step + 1} "
+                                  f"({self.describe(losses, {})}){saved}: lower the learning rate")
             self.state.step += 1
             if self.state.step % validate_every == 0 or self.state.step == self.config.steps:
                 record = {"step": self.state.step, "seconds": round(time.monotonic() - started, 1), **losses,
