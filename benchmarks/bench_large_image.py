@@ -32,7 +32,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         original = sample_images(1, args.data)[0][0]
         small = run_purify(original, Path(folder) / "small", args.inpainter)
-        source = Path(folder) / "large.jpg"
+        source = Path(folder) / "input" / "large.jpg"  # --out may not lie inside the input's folder
+        source.parent.mkdir()
         with Image.open(original) as image:
             image.convert("RGB").resize((args.width, args.height), Image.Resampling.LANCZOS).save(source, quality=92)
         large = run_purify(source, Path(folder) / "large", args.inpainter)
@@ -54,6 +55,7 @@ def run_purify(path: Path, out: Path, inpainter: str | None) -> tuple[float, flo
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", script, *command], check=True, capture_output=True, text=True)
     return time.perf_counter() - started, int(result.stdout.split()[-1]) / 1024
+
 
 if __name__ == "__main__":
     main()

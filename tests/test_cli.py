@@ -91,7 +91,34 @@ def test_explain_writes_a_figure(tmp_path, sample_paths):
     (["purify", "IMAGE"], 2, "--out"),
     (["purify", "IMAGE", "--out", "OUT", "--defence", "none"], 2, "'none' is not one of"),
     (["explain", "IMAGE", "--out", "OUT/f.png", "--regions", "random"], 2, "use --regions cam"),
+    (["explain", "IMAGE", "--out", "OUT/f.txt"], 2, "a figure file ends in .png, .pdf, .svg"),
+    (["classify", "OUT"], 2, "holds no image files"),
+    (["classify", "IMAGE", "--threads", "100000"], 2, "100000 is not in the range 1<=x<=1024"),
+    (["classify", "IMAGE", "--seed", "100000000000000000000000"], 2, "is not in the range 0<=x<="),
+    (["classify", "IMAGE", "--defence", "ciid", "--wavelet-levels", "1000"], 2, "wavelet_levels 1000 is more than"),
 ])
 def test_bad_input_gives_one_line_and_non_zero_exit(args, code, text, sample_paths, tmp_path):
     args = [str(sample_paths[0]) if a == "IMAGE" else a.replace("OUT", str(tmp_path)) for a in args]
     assert_one_line_error(ciid(*args), code, text)
+
+
+@pytest.mark.parametrize(("content", "text"), [
+    ("file,class_index\nA,1\nA,2\n", "A is labelled both 1 and 2"),
+    ("file,class_index\nA,5000\n", "class_index 5000 is outside 0..999"),
+    ("file,class_index\nA,one\n", "class_index 'one' is not an integer"),
+    ("name,label\nA,1\n", "needs the columns file and class_index, has name, label"),
+])
+def test_a_bad_labels_csv_gives_one_line(tmp_path, sample_paths, content, text):
+    (tmp_path / "labels.csv").write_text(content.replace("A", sample_paths[0].name))
+    assert_one_line_error(ciid("classify", sample_paths[0], "--labels", tmp_path / "labels.csv"), 2,
+                          text.replace("A ", f"{sample_paths[0].name} "))
+
+
+def test_labels_with_a_bom_gifs_and_unlabelled_images_are_all_accounted_for(tmp_path, sample_paths):
+    Image.open(sample_paths[0]).convert("RGB").save(tmp_path / "first.gif")
+    shutil.copy(sample_paths[1], tmp_path / sample_paths[1].name)
+    (tmp_path / "labels.csv").write_bytes("\ufefffile,class_index\nfirst.gif,0\n".encode())
+    result = ciid("classify", tmp_path, "--labels", tmp_path / "labels.csv")
+    assert result.returncode == 0, result.stderr
+    assert "first.gif" in result.stdout and sample_paths[1].name in result.stdout
+    assert "/1 = " in result.stdout and "(1 of 2 images have no label in" in result.stdout

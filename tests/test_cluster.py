@@ -195,3 +195,43 @@ def test_retry_errors_on_ray_reruns_only_the_batches_with_errors(ray_cluster, tm
     assert victim.name in victims_batch
     assert [row for row in before if row["image"] not in victims_batch] == [
         row for row in after if row["image"] not in victims_batch]  # the other batch untouched, timings included
+
+
+@pytest.mark.slow
+def test_the_documented_token_recipe_refuses_a_client_without_the_token(tmp_path):
+    """docs/SCALING.md's recipe, as written there: RAY_AUTH_MODE=token, a generated token, a head on a private
+    address; a client without the mode is refused, one with it connects."""
+    import socket
+    import time
+
+    ray_command = str(Path(sys.executable).with_name("ray"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secured = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}
+    subprocess.run([ray_command, "get-auth-token", "--generate"], env=secured, check=True, capture_output=True,
+                   timeout=60)
+    assert len((tmp_path / ".ray" / "auth_token").read_text().strip()) >= 32
+    head = subprocess.Popen([ray_command, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], env=secured,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        client = ("import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False); "
+                  "print('connected', ray.cluster_resources().get('CPU'))" % port)
+        open_client = {key: value for key, value in secured.items() if key != "RAY_AUTH_MODE"}
+        refused = subprocess.run([sys.executable, "-c", client], env=open_client, capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode != 0 and "connected" not in refused.stdout
+        allowed = subprocess.run([sys.executable, "-c", client], env=secured, capture_output=True, text=True,
+                                 timeout=120)
+        assert allowed.returncode == 0 and "connected 1.0" in allowed.stdout, allowed.stderr[-2000:]
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(60)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ciidefence import ConfigError
-from ciidefence.denoising import wavelet_denoise
+from ciidefence.denoising import wavelet_denoise, wavelet_shrinkage
 
 
 def psnr(a, b):
@@ -61,3 +61,8 @@ def test_torch_shrinkage_is_differentiable_and_batched(photo):
     assert batch.grad[1].abs().sum() == 0  # images of a batch do not mix
     single = wavelet_denoise_torch(batch[1:].detach(), sigma=0.04)
     assert torch.allclose(output[1:], single, atol=1e-6)
+
+
+def test_more_wavelet_levels_than_the_image_allows_is_the_option_s_fault_not_the_image_s():
+    with pytest.raises(ConfigError, match="wavelet_levels 1000 is more than a 64x64 image allows"):
+        wavelet_shrinkage(torch.rand(1, 3, 64, 64), 0.05, "db2", 1000)

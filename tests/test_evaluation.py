@@ -281,6 +281,26 @@ def test_attack_parameters_and_budgets():
     assert attack_params("cw", {"binary_search_steps": "3"})["binary_search_steps"] == 3
     assert parse_eps("8/255") == pytest.approx(8 / 255) and format_eps(parse_eps("8/255")) == "8/255"
     assert parse_eps("2.5", upper=float("inf")) == 2.5
+    assert attack_params("cw", {"confidence": "0"})["confidence"] == 0
+
+
+@pytest.mark.parametrize(("attack", "key", "value"), [
+    ("pgd", "max_iter", "-5"), ("pgd", "restarts", "-1"), ("pgd", "restarts", "0"), ("pgd", "step_ratio", "nan"),
+    ("apgd-ce", "step_ratio", "inf"), ("cw", "learning_rate", "-0.1"), ("square", "p_init", "1.5"),
+    ("deepfool", "overshoot", "-1"),
+])
+def test_attack_parameters_out_of_range_are_refused_before_anything_runs(attack, key, value):
+    with pytest.raises(ConfigError, match=f"{attack}.{key} must be a finite"):
+        attack_params(attack, {key: value})
+
+
+def test_a_bad_attack_parameter_writes_no_run_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data",
+                             str(REPO / "samples"), "--labels", str(REPO / "samples" / "labels.csv"), "--attacks",
+                             "pgd", "--attack-param", "pgd.max_iter=-5", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pgd.max_iter must be a finite, positive number" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
 def test_wilson_interval():

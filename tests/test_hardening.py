@@ -6,8 +6,10 @@ import multiprocessing
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -64,6 +66,23 @@ def test_purify_keeps_originals_and_existing_outputs_unless_told(inputs, tmp_pat
     assert existing.read_bytes() == b"mine"
     assert ciid("purify", inputs, "--out", out, "--defence", "median", "--overwrite").returncode == 0
     assert Image.open(existing).size == Image.open(sample_paths[0]).size
+
+
+def test_purify_finishes_a_killed_run_with_skip_existing_and_respects_the_umask(inputs, tmp_path, sample_paths):
+    shutil.copy(sample_paths[1], inputs / sample_paths[1].name)
+    out = tmp_path / "out"
+    out.mkdir()
+    finished = out / f"{sample_paths[0].stem}.png"
+    finished.write_bytes(b"finished before the kill")
+    result = ciid("purify", inputs, "--out", out, "--defence", "median", "--skip-existing")
+    assert result.returncode == 0, result.stderr
+    assert "kept 1 already there" in result.stderr and finished.read_bytes() == b"finished before the kill"
+    written = out / f"{sample_paths[1].stem}.png"
+    assert Image.open(written).size == Image.open(sample_paths[1]).size
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+    assert_one_line_error(ciid("purify", inputs, "--out", out, "--overwrite", "--skip-existing"), 2, "contradict")
 
 
 def test_an_unwritable_output_gives_one_line_naming_the_path(inputs, tmp_path):
@@ -262,3 +281,59 @@ def test_a_lock_that_is_not_a_regular_file_is_refused_not_read(tmp_path, planted
     with pytest.raises(ConfigError, match="lock|regular file"):
         RunLock(tmp_path).acquire()
     assert not (tmp_path / "elsewhere").exists()
+
+
+# --- run folders that are not what we wrote -------------------------------------------------------------
+
+
+def test_a_garbage_empty_or_edited_database_gives_one_line(tmp_path):
+    from ciidefence.evaluation.store import ResultStore
+
+    garbage, empty, edited = (tmp_path / name for name in ("garbage", "empty", "edited"))
+    for folder in (garbage, empty, edited):
+        folder.mkdir()
+    (garbage / "results.sqlite").write_bytes(bytes(range(256)) * 20)
+    (empty / "results.sqlite").write_bytes(b"")
+    with ResultStore(edited / "results.sqlite") as store:
+        store.set_meta("config", '{"model": "efficientnet_lite0"')
+    assert_one_line_error(ciid("report", garbage), 2, "not a ciidefence results database")
+    result = ciid("report", empty)
+    assert result.returncode == 0 and "No results in" in result.stdout and "Traceback" not in result.stderr
+    assert_one_line_error(ciid("report", edited), 2, "its stored plan cannot be read")
+
+
+def test_a_model_name_never_becomes_a_path():
+    from ciidefence.evaluation.summary import file_safe
+
+    assert file_safe("../../elsewhere/model") == "_.._elsewhere_model"
+    assert file_safe("efficientnet_lite0") == "efficientnet_lite0" and "/" not in file_safe("a/b")
+
+
+def test_an_unreachable_ray_address_gives_one_line_fast_and_writes_nothing(tmp_path):
+    started = time.monotonic()
+    result = ciid("evaluate", "--data", BUNDLED_SAMPLE, "--limit", "2", "--attacks", "fgsm", "--ray",
+                  "127.0.0.1:1", "--out", tmp_path / "run")
+    assert_one_line_error(result, 2, "--ray 127.0.0.1:1: no Ray cluster answers there")
+    assert not (tmp_path / "run").exists() and time.monotonic() - started < 60
+
+
+def test_a_full_database_gives_one_line_not_a_traceback(tmp_path):
+    import sqlite3
+
+    import click
+
+    from ciidefence.cli.session import CommandFailed, report_errors
+
+    connection = sqlite3.connect(tmp_path / "results.sqlite")
+    connection.execute("CREATE TABLE t (x BLOB)")
+    connection.execute("PRAGMA max_page_count = 3")  # a disk that is full after three pages
+
+    @report_errors
+    def fill() -> None:
+        with connection:
+            for _ in range(100):
+                connection.execute("INSERT INTO t VALUES (?)", (bytes(4096),))
+
+    with pytest.raises(CommandFailed, match="results database: database or disk is full") as raised:
+        fill()
+    assert isinstance(raised.value, click.ClickException) and raised.value.exit_code == 1

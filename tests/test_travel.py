@@ -303,3 +303,46 @@ def test_archive_script_packs_and_unpacks_with_one_line_errors(finished, tmp_pat
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and missing.stderr.strip() == f"archive: error: {tmp_path / 'nothing'}: " \
                                                                  "no such pack folder"
+
+
+def test_a_fuzzed_pack_unpacks_or_is_refused_with_a_pack_error_and_leaves_nothing(finished, tmp_path):
+    """Bytes flipped, cut or inserted in any file, with the manifest's digest made to match half the time (so
+    that the parser, not only the checksum, meets them): unpacking succeeds or raises PackError, nothing else."""
+    import hashlib
+    import random
+
+    pack = tmp_path / "pack"
+    pack_run(finished, pack)
+    names = sorted(p.name for p in pack.iterdir())
+    rng = random.Random(7)
+    outcomes = {"unpacked": 0, "refused": 0}
+    for case in range(60):
+        mutated = tmp_path / f"case{case}"
+        shutil.copytree(pack, mutated)
+        target = mutated / rng.choice(names)
+        content = bytearray(target.read_bytes())
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(max(len(content), 1))
+            kind = rng.choice(["flip", "cut", "insert"])
+            if kind == "flip" and content:
+                content[at] = rng.randrange(256)
+            elif kind == "cut":
+                del content[at : at + rng.randint(1, 64)]
+            else:
+                content[at:at] = rng.choice([b"\x00", b"{", b'"', b"\n", b"]", b"NaN", b"1e999", b"-"])
+        target.write_bytes(bytes(content))
+        if target.name != "pack.json" and rng.random() < 0.5:
+            manifest = json.loads((mutated / "pack.json").read_text())
+            manifest["files"][target.name]["sha256"] = hashlib.sha256(bytes(content)).hexdigest()
+            (mutated / "pack.json").write_text(json.dumps(manifest))
+        out = tmp_path / f"out{case}"
+        try:
+            unpack_run(mutated, out)
+            outcomes["unpacked"] += 1
+        except PackError:
+            outcomes["refused"] += 1
+            assert not out.exists()
+        shutil.rmtree(mutated)
+        shutil.rmtree(out, ignore_errors=True)
+    assert outcomes["refused"] > 0 and outcomes["unpacked"] > 0  # some mutations are harmless (a flipped digit)
+    assert [p.name for p in tmp_path.iterdir()] == ["pack"]  # no temporary folder left behind

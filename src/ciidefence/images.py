@@ -31,7 +31,7 @@ MIN_IMAGE_SIDE = 8
 VIEW_SIDE = 256
 """The shorter side the classifiers' view resizes an image to (224 / 0.875) before its centre crop."""
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -154,13 +154,20 @@ def save_image(image: torch.Tensor, path: str | os.PathLike | BinaryIO, format: 
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand folders into the image files they hold (sorted); keep files as given."""
+    """Expand folders into the image files they hold (sorted); keep files as given.
+
+    Raises
+    ------
+    ImageError
+        If a folder holds no image file (by suffix: :data:`IMAGE_SUFFIXES`).
+    """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(
-                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            )
+            held = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not held:
+                raise ImageError(f"{path}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(held)
         else:
             found.append(path)
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -262,8 +263,21 @@ def attack_spec(name: str) -> AttackSpec:
     return ATTACKS[name]
 
 
+MAY_BE_ZERO = frozenset({"confidence", "overshoot", "max_halving", "max_doubling"})
+"""Parameters that may be 0; every other number must be positive. All must be finite, and ``p_init`` at most 1."""
+
+
+def _check_range(name: str, key: str, value: float) -> None:
+    lowest_ok = value >= 0 if key in MAY_BE_ZERO else value > 0
+    if not (math.isfinite(value) and lowest_ok and (key != "p_init" or value <= 1)):
+        bound = "non-negative" if key in MAY_BE_ZERO else "positive"
+        raise ConfigError(f"{name}.{key} must be a finite, {bound} number{' at most 1' if key == 'p_init' else ''}, "
+                          f"got {value!r}")
+
+
 def attack_params(name: str, overrides: dict[str, str | float] | None = None) -> dict:
-    """The attack's parameters: its defaults with ``overrides`` applied and type-checked."""
+    """The attack's parameters: its defaults with ``overrides`` applied, type- and range-checked (before any
+    run folder is written: ART's own refusals would come only when the attack is built)."""
     spec = attack_spec(name)
     params = dict(spec.defaults)
     for key, value in (overrides or {}).items():
@@ -277,6 +291,7 @@ def attack_params(name: str, overrides: dict[str, str | float] | None = None) ->
             params[key] = kind(value) if kind is not int else int(str(value), 10)
         except ValueError:
             raise ConfigError(f"{name}.{key} must be a {kind.__name__}, got {value!r}") from None
+        _check_range(name, key, params[key])
     return params
 
 

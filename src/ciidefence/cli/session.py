@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -70,6 +71,8 @@ def report_errors(command):
         except OSError as error:  # a full or read-only disk, a vanished folder
             where = f"{error.filename}: " if error.filename else ""
             raise CommandFailed(f"{where}{error.strerror or error}", exit_code=1) from None
+        except sqlite3.Error as error:  # the results database: a full disk, a file changed under the run
+            raise CommandFailed(f"results database: {error}", exit_code=1) from None
         finally:
             if previous is not None:  # None: not a Python handler (ray.init's, in a test process), so ours stays
                 signal.signal(signal.SIGTERM, previous)

@@ -52,7 +52,19 @@ def wavelet_shrinkage(
     -------
     torch.Tensor
         ``(B, 3, H, W)`` in [0, 1].
+
+    Raises
+    ------
+    ConfigError
+        If ``levels`` is more than the image's size allows for ``wavelet``.
     """
+    if levels is not None:
+        import pywt
+
+        most = pywt.dwtn_max_level(tuple(images.shape[-2:]), wavelet)
+        if levels > most:
+            raise ConfigError(f"wavelet_levels {levels} is more than a {images.shape[-2]}x{images.shape[-1]} image "
+                              f"allows with {wavelet} ({most})")
     if backend == "torch":
         from .wavelet_torch import wavelet_denoise_torch
 

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -799,10 +800,18 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
+    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json")}
+    if not run.rows:
+        paths["summary.md"].write_text(f"# Summary\n\nNo results in {run_dir} yet ({run.units_done} of "
+                                       f"{run.units_total or 'an unknown number of'} units finished): the run "
+                                       f"stopped before its first batch, or has not started. `ciid evaluate ... "
+                                       f"--resume` continues it.\n")
+        paths["summary.json"].write_text(json.dumps({"config": run.config, "complete": False, "cells": []}))
+        paths["summary.csv"].write_text(",".join(Cell.__dataclass_fields__) + "\n")
+        return paths
     table = cells(run.rows, _protocol(run))
     models = models_of(run)
     checks = sanity_checks(table, run.config, run.complete)
-    paths = {name: run_dir / name for name in ("summary.md", "summary.csv", "summary.json")}
     if len(models) > 1:
         tables = {model: [c for c in table if c.model == model] for model in models}
         checks_by_model = {model: sanity_checks(t, run.config, run.complete) for model, t in tables.items()}
@@ -810,8 +819,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         checks = [check for found in checks_by_model.values() for check in found]
         for model, own in tables.items():
             for stem, draw in (("accuracy_vs_eps", plot), ("accuracy_table", plot_table)):
-                paths[f"{stem}_{model}.png"] = run_dir / f"{stem}_{model}.png"
-                draw(own, paths[f"{stem}_{model}.png"])
+                name = f"{stem}_{file_safe(model)}.png"
+                paths[name] = run_dir / name
+                draw(own, paths[name])
     else:
         paths["summary.md"].write_text(markdown(table, checks, run))
         for stem, draw in (("accuracy_vs_eps", plot), ("accuracy_table", plot_table)):
@@ -837,6 +847,12 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         paths["convergence.png"] = run_dir / "convergence.png"
         plot_convergence(checks_of_convergence, paths["convergence.png"])
     return paths
+
+
+def file_safe(name: str) -> str:
+    """``name`` with every character but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``: a model
+    name never becomes a path."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
 
 
 def _protocol(run: Run) -> str:
