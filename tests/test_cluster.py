@@ -205,6 +205,8 @@ def test_the_documented_token_recipe_refuses_a_client_without_the_token(tmp_path
     import time
 
     ray_command = str(Path(sys.executable).with_name("ray"))
+    current = Path("/tmp/ray/ray_current_cluster")  # the head writes its address here for others to join; restored
+    before = current.read_bytes() if current.is_file() else None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -223,8 +225,8 @@ def test_the_documented_token_recipe_refuses_a_client_without_the_token(tmp_path
                 break
             except OSError:
                 time.sleep(0.5)
-        client = ("import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False); "
-                  "print('connected', ray.cluster_resources().get('CPU'))" % port)
+        client = (f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+                  "print('connected', ray.cluster_resources().get('CPU'))")
         open_client = {key: value for key, value in secured.items() if key != "RAY_AUTH_MODE"}
         refused = subprocess.run([sys.executable, "-c", client], env=open_client, capture_output=True, text=True,
                                  timeout=120)
@@ -235,3 +237,7 @@ def test_the_documented_token_recipe_refuses_a_client_without_the_token(tmp_path
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(60)
+        if before is None:
+            current.unlink(missing_ok=True)  # a stale address would send every later ray.init() to a dead head
+        else:
+            current.write_bytes(before)

@@ -16,13 +16,13 @@ from ciidefence.images import load_image
 from ciidefence.inpainting.deepfill import (
     DeepFill,
     DeepFillConfig,
+    WindowedDeepFill,
     contextual_attention,
     export_deepfill,
     hole_windows,
     hole_windows_torch,
     inpaint_with_network,
     load_deepfill,
-    WindowedDeepFill,
     save_deepfill,
     window_side,
 )

@@ -282,10 +282,11 @@ def test_attack_parameters_and_budgets():
     assert parse_eps("8/255") == pytest.approx(8 / 255) and format_eps(parse_eps("8/255")) == "8/255"
     assert parse_eps("2.5", upper=float("inf")) == 2.5
     assert attack_params("cw", {"confidence": "0"})["confidence"] == 0
+    assert attack_params("pgd", {"restarts": "0"})["restarts"] == 0  # no random start: I-FGSM
 
 
 @pytest.mark.parametrize(("attack", "key", "value"), [
-    ("pgd", "max_iter", "-5"), ("pgd", "restarts", "-1"), ("pgd", "restarts", "0"), ("pgd", "step_ratio", "nan"),
+    ("pgd", "max_iter", "-5"), ("pgd", "restarts", "-1"), ("apgd-ce", "restarts", "0"), ("pgd", "step_ratio", "nan"),
     ("apgd-ce", "step_ratio", "inf"), ("cw", "learning_rate", "-0.1"), ("square", "p_init", "1.5"),
     ("deepfool", "overshoot", "-1"),
 ])

@@ -263,14 +263,16 @@ def attack_spec(name: str) -> AttackSpec:
     return ATTACKS[name]
 
 
-MAY_BE_ZERO = frozenset({"confidence", "overshoot", "max_halving", "max_doubling"})
-"""Parameters that may be 0; every other number must be positive. All must be finite, and ``p_init`` at most 1."""
+MAY_BE_ZERO = frozenset({"confidence", "overshoot", "max_halving", "max_doubling", "pgd.restarts",
+                         "pgd-l2.restarts"})
+"""Parameters that may be 0 (``ATTACK.KEY`` for one attack's: PGD without a random start is I-FGSM); every other
+number must be positive. All must be finite, and ``p_init`` at most 1."""
 
 
 def _check_range(name: str, key: str, value: float) -> None:
-    lowest_ok = value >= 0 if key in MAY_BE_ZERO else value > 0
-    if not (math.isfinite(value) and lowest_ok and (key != "p_init" or value <= 1)):
-        bound = "non-negative" if key in MAY_BE_ZERO else "positive"
+    zero_ok = key in MAY_BE_ZERO or f"{name}.{key}" in MAY_BE_ZERO
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0) and (key != "p_init" or value <= 1)):
+        bound = "non-negative" if zero_ok else "positive"
         raise ConfigError(f"{name}.{key} must be a finite, {bound} number{' at most 1' if key == 'p_init' else ''}, "
                           f"got {value!r}")
 
