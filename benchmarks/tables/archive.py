@@ -32,11 +32,14 @@ from ciidefence.evaluation.pack import DEFAULT_MAX_BYTES, MANIFEST, pack_run, un
 def pack(run_dir: Path, dest: Path, final: bool) -> None:
     outcome = pack_run(run_dir, dest)
     if final:
+        from ciidefence.evaluation.certify_report import is_certification_run, write_certification_report
         from ciidefence.evaluation.summary import write_report
 
         with tempfile.TemporaryDirectory() as scratch:  # the report of exactly the rows packed
-            unpack_run(dest, Path(scratch) / "run")
-            for path in write_report(Path(scratch) / "run").values():
+            unpacked = Path(scratch) / "run"
+            unpack_run(dest, unpacked)
+            write = write_certification_report if is_certification_run(unpacked) else write_report
+            for path in write(unpacked).values():
                 shutil.copy(path, dest / path.name)
     manifest = json.loads((dest / MANIFEST).read_text())
     rows = sum(entry["lines"] for name, entry in manifest["files"].items() if name.startswith("results."))

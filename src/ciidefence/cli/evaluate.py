@@ -329,14 +329,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _kind(run_dir: str) -> str | None:
-    """What wrote the run folder: ``certify`` for ``ciid certify``, None for evaluate and sweep."""
-    from ..evaluation.store import ResultStore
-
-    with ResultStore(Path(run_dir) / "results.sqlite") as store:
-        return store.get_meta("kind")
-
-
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--compare", "other_dir", type=click.Path(file_okay=False), default=None,
@@ -346,14 +338,13 @@ def _kind(run_dir: str) -> str | None:
 def report(run_dir, other_dir) -> None:
     """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary (for a
     certification run, certify.md and its plot)."""
+    from ..evaluation.certify_report import is_certification_run, write_certification_report
     from ..evaluation.summary import compare_markdown, write_report
 
     for folder in (run_dir, other_dir):
         if folder is not None and not (Path(folder) / "results.sqlite").is_file():
             raise CommandFailed(f"{folder}: no results.sqlite here", exit_code=2)
-    if _kind(run_dir) == "certify":
-        from ..evaluation.certify_report import write_certification_report
-
+    if is_certification_run(run_dir):
         if other_dir is not None:
             raise CommandFailed(f"{run_dir} is a certification run: --compare takes evaluation runs", exit_code=2)
         click.echo(write_certification_report(run_dir)["certify.md"].read_text())

@@ -119,6 +119,12 @@ def markdown(summaries: list[SettingSummary], meta: dict[str, str | None], check
     return "\n".join([*lines, "", SCALE_NOTE, "", *check_lines(summaries, checks or [])])
 
 
+def is_certification_run(run_dir: str | Path) -> bool:
+    """Whether ``ciid certify`` wrote the run folder (its report is :func:`write_certification_report`)."""
+    with ResultStore(Path(run_dir) / "results.sqlite") as store:
+        return store.get_meta("kind") == "certify"
+
+
 def write_certification_report(run_dir: str | Path) -> dict[str, Path]:
     """Write certify.md, certify.csv, certify.json and certified_accuracy.png into ``run_dir``."""
     run_dir = Path(run_dir)
