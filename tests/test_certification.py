@@ -87,7 +87,7 @@ def test_a_resumed_certification_with_other_settings_is_refused_and_bad_options_
                     "--n", "8", "--resume", check=False)
     assert other.returncode == 2 and "different configuration" in other.stderr
     for options, message in ((["--sigma", "0"], "must lie in (0, 1]"), (["--denoiser", "magic"], "unknown front"),
-                             (["--retry-errors"], "--resume")):
+                             (["--retry-errors"], "--resume"), (["--workers", "2"], "need --ray")):
         bad = certify(BUNDLED_SAMPLE, tmp_path / "bad", "--limit", "1", *options, check=False)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()

@@ -1,5 +1,7 @@
-"""Evaluation on a local Ray cluster: the same rows as a local run, and nothing lost when processes die."""
+"""Evaluation and certification on a local Ray cluster: the same rows as a local run, and nothing lost when
+processes die."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -12,7 +14,8 @@ import ray
 import torch
 
 from ciidefence.evaluation import Evaluation, ResultStore
-from ciidefence.evaluation.cluster import ClusterOptions, run_on_ray
+from ciidefence.evaluation.certification import Certification, CertifyConfig
+from ciidefence.evaluation.cluster import ClusterOptions, certify_on_ray, run_on_ray
 from conftest import BUNDLED_SAMPLE
 from test_evaluation import data_dir, evaluate, evaluate_killed_after, table_rows  # noqa: F401  (the fixture)
 from test_identity import rows_of, small_config
@@ -241,3 +244,32 @@ def test_the_documented_token_recipe_refuses_a_client_without_the_token(tmp_path
             current.unlink(missing_ok=True)  # a stale address would send every later ray.init() to a dead head
         else:
             current.write_bytes(before)
+
+
+def certificates_of(store):
+    """The certificates, timings left out, in a fixed order."""
+    return sorted((dataclasses.replace(row, seconds=0.0) for row in store.certificate_rows()),
+                  key=lambda row: (row.image, row.setting))
+
+
+def test_ray_certifies_the_radii_of_a_local_run_and_records_an_unreadable_image(ray_cluster, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(BUNDLED_SAMPLE, data)
+    victim = sorted(data.glob("*.JPEG"))[1]
+    victim.write_bytes(victim.read_bytes()[:300])
+    config = CertifyConfig(data=str(data), labels=None, model="efficientnet_lite0", sigmas=(0.25,),
+                           fronts=("none", "learned"), n0=8, n=48, batch_size=16, limit=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker has
+    try:
+        with ResultStore(tmp_path / "local.sqlite") as store:
+            Certification(config, torch.device("cpu")).run(store)
+            expected = certificates_of(store)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(expected) == 6 and [row.image for row in expected if row.error] == [victim.name] * 2
+    for ship_data in (False, True):
+        with ResultStore(tmp_path / f"ray-{ship_data}.sqlite") as store:
+            certify_on_ray(Certification(config, torch.device("cpu")), store,
+                           ClusterOptions(workers=2, ship_data=ship_data), "cpu")
+            assert certificates_of(store) == expected

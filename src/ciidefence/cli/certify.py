@@ -9,7 +9,8 @@ import click
 
 from ..defences.config import STRENGTHS
 from ..images import DEFAULT_MAX_PIXELS
-from .options import SEED, THREADS, split_names
+from ..progress import duration
+from .options import SEED, THREADS, cluster_options, parse_cluster, split_names
 from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
 
 
@@ -52,10 +53,11 @@ from .session import CommandFailed, report_errors, resolve_device, say, seed_eve
               help="CPU threads for torch [default: every CPU this process may use].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every noise draw.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True)
+@cluster_options
 @report_errors
 def certify(data, labels, model, sigma_text, front_text, denoiser_model, strength, n0, n, alpha, batch_size, limit,
             run_dir, resume, retry_errors, dry_run, check_limit, check_steps, check_samples, device, threads, seed,
-            max_pixels) -> None:
+            max_pixels, ray_address, workers, threads_per_worker, ship_data) -> None:
     """Certify each image's L2 radius under randomized smoothing (Cohen et al. 2019) of a front and the classifier.
 
     For each sigma and front, CERTIFY draws N0 + N noisy copies of each image;
@@ -74,6 +76,7 @@ def certify(data, labels, model, sigma_text, front_text, denoiser_model, strengt
     if retry_errors and not resume:
         raise CommandFailed("--retry-errors certifies the failed images of a run again: give it with --resume",
                             exit_code=2)
+    cluster = parse_cluster(ray_address, workers, threads_per_worker, ship_data)
     set_threads(threads)
     seed_everything(seed)
     config = CertifyConfig(data=data, labels=labels, model=model,
@@ -85,13 +88,25 @@ def certify(data, labels, model, sigma_text, front_text, denoiser_model, strengt
     if dry_run:
         written = open_written(run_dir, config) if resume else None
         try:
-            _dry_run(certification, written)
+            _dry_run(certification, written, cluster)
         finally:
             if written is not None:
                 written.close()
         return
+    if cluster is not None:
+        from ..evaluation.cluster import connect
+
+        connect(cluster.address)  # an unreachable cluster stops here, before the run folder exists
     with open_run(run_dir, config, resume) as store:
-        certification.run(store, lambda total: tqdm_bar(total, "certify", "image"), retry_errors=retry_errors)
+        progress = lambda total: tqdm_bar(total, "certify", "image")  # noqa: E731
+        if retry_errors:
+            warn(f"--retry-errors: {certification.forget_failed(store)} certificates that recorded errors run again")
+        if cluster is not None:
+            from ..evaluation.cluster import certify_on_ray
+
+            certify_on_ray(certification, store, cluster, str(certification.device), progress)
+        else:
+            certification.run(store, progress)
         if check_limit is not None:
             certification.check(store, check_limit, check_steps, check_samples,
                                 lambda total: tqdm_bar(total, "check", "image"))
@@ -100,7 +115,7 @@ def certify(data, labels, model, sigma_text, front_text, denoiser_model, strengt
     warn(f"results in {Path(run_dir) / 'results.sqlite'}; plot in {paths['certified_accuracy.png']}")
 
 
-def _dry_run(certification, written=None) -> None:
+def _dry_run(certification, written=None, cluster=None) -> None:
     """Time one batch of noisy copies through each setting's front and the classifier, and scale it up."""
     import torch
 
@@ -131,11 +146,16 @@ def _dry_run(certification, written=None) -> None:
         total += seconds
         click.echo(f"  {setting.describe():28s} {1000 * per_copy:6.1f} ms per noisy copy, "
                    f"{per_copy * (config.n0 + config.n):6.1f} s per image, {left[setting.digest]} images left: "
-                   f"~{_duration(seconds)}")
-    click.echo(f"estimated {'time left' if written is not None else 'total'}: {_duration(total)}")
+                   f"~{duration(seconds)}")
+    click.echo(f"estimated {'time left' if written is not None else 'total'}: {duration(total)}")
+    if cluster is not None:
+        from ..evaluation.cluster import cluster_cpus, connect
 
+        connect(cluster.address)
+        cpus = cluster_cpus()
+        workers = cluster.workers or max(1, cpus // cluster.threads_per_worker)
+        core_seconds = total * torch.get_num_threads()
+        click.echo(f"ray: {core_seconds / 3600:.2f} core-hours (measured with {torch.get_num_threads()} threads "
+                   f"here); about {duration(core_seconds / min(cpus, workers * cluster.threads_per_worker))} with "
+                   f"{workers} workers x {cluster.threads_per_worker} threads")
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -13,7 +13,8 @@ from ..defences.bpda import APPROXIMATIONS
 from ..defences.registry import ABLATIONS, DEFENCES, RIVALS
 from ..errors import ConfigError
 from ..evaluation.plan import PROTOCOLS
-from .options import defence_options, parse_shard, run_options, split_names
+from ..progress import duration
+from .options import defence_options, parse_cluster, parse_shard, run_options, split_names
 from .session import CommandFailed, report_errors, resolve_device, say, seed_everything, set_threads, warn
 
 if TYPE_CHECKING:
@@ -145,24 +146,9 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         protocol=protocol, convergence=convergence, transfer_from=split_names(transfer_text),
         shard=parse_shard(shard_text),
     )
-    cluster = cluster_options(ray_address, workers, threads_per_worker, ship_data)
+    cluster = parse_cluster(ray_address, workers, threads_per_worker, ship_data)
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate", cluster=cluster,
                 retry_errors=retry_errors)
-
-
-def cluster_options(address: str | None, workers: int | None, threads_per_worker: int, ship_data: bool):
-    """The --ray options, or None to run here; refuses Ray-only options without --ray."""
-    if address is None:
-        if workers is not None or ship_data:
-            raise CommandFailed("--workers and --ship-data need --ray", exit_code=2)
-        return None
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise CommandFailed("--ray needs Ray: pip install 'ciidefence[ray]'", exit_code=2) from None
-    from ..evaluation.cluster import ClusterOptions
-
-    return ClusterOptions(address, workers, threads_per_worker, ship_data)
 
 
 def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool, device: str,
@@ -295,15 +281,15 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
             seconds = todo * (steps * per_step + scored)
             total += seconds
         click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
-                   f"~{_duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)")
+                   f"~{duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)")
                    + ("  measured" if experiment.digest in measured else ""))
     label = "total" if left is None else "time left"
     if measured:
-        click.echo(f"estimated {label}: {_duration(total + measured_total)} ({_duration(measured_total)} of it from "
+        click.echo(f"estimated {label}: {duration(total + measured_total)} ({duration(measured_total)} of it from "
                    f"the seconds per image this run measured; the rest from measured parts, which add up to less "
                    f"than a run takes)")
     else:
-        click.echo(f"estimated {label}: {_duration(total)} (meant as a lower bound: it adds up measured parts and "
+        click.echo(f"estimated {label}: {duration(total)} (meant as a lower bound: it adds up measured parts and "
                    f"leaves out image loading, ART's overhead and how many steps each attack really takes; on an "
                    f"idle machine experiments have taken 0.9 to 1.7 times it, and another heavy job beside the run "
                    f"slows it several times more)")
@@ -319,14 +305,9 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
         click.echo(f"ray: {len(evaluation.units())} units of up to {evaluation.config.batch_size} images; "
                    f"{core_seconds / 3600:.2f} core-hours (parts measured with {threads} threads here"
                    + (f", the run's own seconds at {cluster.threads_per_worker} per worker" if measured else "") + "); "
-                   f"about {_duration(core_seconds / cpus)} on the cluster's {cpus} CPUs, "
-                   f"{_duration(core_seconds / used)} with {workers} workers x {cluster.threads_per_worker} threads")
+                   f"about {duration(core_seconds / cpus)} on the cluster's {cpus} CPUs, "
+                   f"{duration(core_seconds / used)} with {workers} workers x {cluster.threads_per_worker} threads")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @click.command()

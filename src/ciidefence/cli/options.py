@@ -122,6 +122,43 @@ def common_options(command):
     return command
 
 
+_CLUSTER_OPTIONS = [
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Run the units on Ray: alone, start or join Ray on this machine; 'auto' joins the running "
+                      "cluster; or a cluster address. Needs pip install 'ciidefence[ray]'."),
+    click.option("--workers", type=click.IntRange(1), default=None,
+                 help="With --ray: actors [default: one per --threads-per-worker CPUs of the cluster]."),
+    click.option("--threads-per-worker", type=THREADS, default=1, show_default=True,
+                 help="With --ray: torch threads (and Ray CPUs) per actor."),
+    click.option("--ship-data", is_flag=True,
+                 help="With --ray: the driver reads the images and ships them to the workers (for workers that do "
+                      "not see --data)."),
+]
+
+
+def cluster_options(command):
+    """Add --ray, --workers, --threads-per-worker and --ship-data."""
+    for option in reversed(_CLUSTER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def parse_cluster(address: str | None, workers: int | None, threads_per_worker: int, ship_data: bool):
+    """The --ray options as :class:`~ciidefence.evaluation.cluster.ClusterOptions`, or None to run here;
+    refuses Ray-only options without --ray."""
+    if address is None:
+        if workers is not None or ship_data:
+            raise CommandFailed("--workers and --ship-data need --ray", exit_code=2)
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CommandFailed("--ray needs Ray: pip install 'ciidefence[ray]'", exit_code=2) from None
+    from ..evaluation.cluster import ClusterOptions
+
+    return ClusterOptions(address, workers, threads_per_worker, ship_data)
+
+
 _RUN_OPTIONS = [
     click.option("--data", required=True, type=click.Path(file_okay=False),
                  help="Folder of images with labels.csv (file,class_index), or one subfolder per WordNet id."),
@@ -144,16 +181,7 @@ _RUN_OPTIONS = [
     click.option("--shard", "shard_text", default=None, metavar="I/N",
                  help="Evaluate every N-th image from the I-th (0-based) of the selected ones: the same images on "
                       "every machine."),
-    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-                 help="Run the units on Ray: alone, start or join Ray on this machine; 'auto' joins the running "
-                      "cluster; or a cluster address. Needs pip install 'ciidefence[ray]'."),
-    click.option("--workers", type=click.IntRange(1), default=None,
-                 help="With --ray: actors [default: one per --threads-per-worker CPUs of the cluster]."),
-    click.option("--threads-per-worker", type=THREADS, default=1, show_default=True,
-                 help="With --ray: torch threads (and Ray CPUs) per actor."),
-    click.option("--ship-data", is_flag=True,
-                 help="With --ray: the driver reads the images and ships them to the workers (for workers that do "
-                      "not see --data)."),
+    *_CLUSTER_OPTIONS,
     *_COMMON_OPTIONS[3:],
 ]
 

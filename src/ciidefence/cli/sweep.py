@@ -6,8 +6,8 @@ import click
 
 from ..attacks import parse_eps
 from ..defences.registry import RIVALS
-from .evaluate import cluster_options, execute_run
-from .options import defence_options, parse_shard, run_options, split_names
+from .evaluate import execute_run
+from .options import defence_options, parse_cluster, parse_shard, run_options, split_names
 from .session import CommandFailed, report_errors, warn
 
 DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")  # the grid of docs/RESULTS.md
@@ -58,4 +58,4 @@ def sweep(data, labels, models, checkpoint, random_weights, grid_specs, point_sp
     )
     warn(f"sweep: {len(points)} CIIDefence points and {len(run_config.defences) - 1} other defences")
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="sweep", retry_errors=retry_errors,
-                cluster=cluster_options(ray_address, workers, threads_per_worker, ship_data))
+                cluster=parse_cluster(ray_address, workers, threads_per_worker, ship_data))

@@ -72,13 +72,14 @@ class GaussianDenoiser(nn.Module):
         self.out = nn.Conv2d(width, 4 * 3, 3, 1, 1)
         for parameter in self.out.parameters():  # starts as the identity
             nn.init.zeros_(parameter)
+        self.to(memory_format=torch.channels_last)  # oneDNN's convolutions run a third faster so on a CPU
 
     def forward(self, images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         multiple = 2 ** (self.config.levels + 1)
         padded = F.pad(images, (0, -width % multiple, 0, -height % multiple), mode="replicate")
         level = torch.as_tensor(sigma, dtype=images.dtype, device=images.device).reshape(-1, 1, 1, 1)
-        half = F.pixel_unshuffle(padded, 2)
+        half = F.pixel_unshuffle(padded, 2).contiguous(memory_format=torch.channels_last)
         features = self.stem(torch.cat([half, level.expand(len(half), 1, *half.shape[-2:])], 1))
         skips = []
         for down in self.down:

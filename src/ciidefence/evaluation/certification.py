@@ -12,11 +12,13 @@ certifies the same radii.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -75,6 +77,13 @@ class CertifyConfig(StoredConfig):
                                   f"({', '.join(name for name in DEFENCES if name != 'none')})")
         if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError("--batch-size and --limit must be positive")
+
+    def located(self) -> CertifyConfig:
+        """The data's paths and the denoiser's weights made absolute (for processes that start elsewhere)."""
+        located = super().located()
+        if self.denoiser_model is None:
+            return located
+        return dataclasses.replace(located, denoiser_model=str(Path(self.denoiser_model).resolve()))
 
 
 @dataclass(frozen=True)
@@ -143,8 +152,9 @@ class Certification:
                 self.settings.append(setting)
 
     def units(self) -> list[Unit]:
-        """Every unit, setting by setting (the cheapest first is not known: in the order asked for)."""
-        return [(setting, index, item) for setting in self.settings for index, item in enumerate(self.images)]
+        """Every unit, image by image and, for each image, every setting: a run stopped at any point holds
+        paired certificates (every front on the same images and noise)."""
+        return [(setting, index, item) for index, item in enumerate(self.images) for setting in self.settings]
 
     def pending(self, store: ResultStore) -> list[Unit]:
         done = store.certified(self.classifier.name)
@@ -155,12 +165,24 @@ class Certification:
         """The noise of ``item`` at ``setting``'s σ: the same for every front (a paired comparison)."""
         return seeded_generator(self.config.seed, self.classifier.name, setting.sigma, item.key)
 
-    def run_unit(self, setting: Setting, item: LabelledImage) -> CertificateRow:
-        """``item``'s certificate under ``setting``, or its error row."""
-        started = time.perf_counter()
+    def read_view(self, item: LabelledImage) -> torch.Tensor | str:
+        """``item`` at the classifier's view (on the CPU), or why it cannot be read."""
         try:
             image = load_image(item.path, self.config.max_pixels, self.classifier.view_side)
-            view = self.classifier.prepare(image[None].to(self.device))[0]
+            return self.classifier.prepare(image[None])[0]
+        except CIIDefenceError as error:
+            return str(error)
+
+    def run_unit(self, setting: Setting, item: LabelledImage, view: torch.Tensor | str | None = None
+                 ) -> CertificateRow:
+        """``item``'s certificate under ``setting``, or its error row; ``view`` is the image as
+        :meth:`read_view` gives it (default: read here)."""
+        started = time.perf_counter()
+        view = self.read_view(item) if view is None else view
+        if isinstance(view, str):
+            return self.error_row(setting, item, view)
+        try:
+            view = view.to(self.device)
             front = self.fronts[setting.digest]
             front_generator = seeded_generator(self.config.seed, self.classifier.name, setting.sigma, item.key,
                                                setting.front_hash, "front")
@@ -171,11 +193,15 @@ class Certification:
             certificate = certify(base, view, setting.sigma, setting.n0, setting.n, setting.alpha,
                                   self.config.batch_size, self.noise_generator(setting, item))
         except CIIDefenceError as error:
-            return self._row(setting, item, error=str(error))
+            return self.error_row(setting, item, str(error))
         except Exception as error:  # one failed unit must not end a run of hours: the same rule as evaluate's
-            return self._row(setting, item, error=f"unit failed: {type(error).__name__}: {first_line(error)}")
+            return self.error_row(setting, item, f"unit failed: {type(error).__name__}: {first_line(error)}")
         return self._row(setting, item, certificate.top_class, certificate.count, certificate.p_lower,
                          certificate.radius, certificate.prediction, time.perf_counter() - started)
+
+    def error_row(self, setting: Setting, item: LabelledImage, message: str) -> CertificateRow:
+        """The row that records why ``item`` has no certificate under ``setting``."""
+        return self._row(setting, item, error=message)
 
     def _row(self, setting: Setting, item: LabelledImage, top_class: int = NO_PREDICTION, count: int = 0,
              p_lower: float = 0.0, radius: float = 0.0, prediction: int = NO_PREDICTION, seconds: float = 0.0,
@@ -248,11 +274,8 @@ class Certification:
         store.set_meta("units_total", str(len(self.units())))
         store.set_meta("settings", json.dumps([asdict(s) | {"digest": s.digest} for s in self.settings]))
 
-    def run(self, store: ResultStore, progress: Callable[[int], ProgressBar] | None = None,
-            retry_errors: bool = False) -> None:
-        """Certify every pending unit, each written in one transaction."""
-        if retry_errors:
-            self.forget_failed(store)
+    def run(self, store: ResultStore, progress: Callable[[int], ProgressBar] | None = None) -> None:
+        """Certify every pending unit here, each written in one transaction."""
         work = self.pending(store)
         bar = progress(len(work)) if progress else None
         self.record_plan(store)

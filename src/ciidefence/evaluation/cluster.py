@@ -18,6 +18,9 @@ that fails for good (an error, or a worker dying under it
 :data:`MAX_ATTEMPTS` times) is recorded as error rows with the message; a
 killed driver loses only the units in flight, and ``--resume`` continues.
 
+A certification run (:func:`certify_on_ray`) goes through the same
+scheduler, one unit being one image under one setting.
+
 Ray is an optional dependency (``pip install 'ciidefence[ray]'``), imported
 only here.
 """
@@ -143,7 +146,6 @@ def run_on_ray(evaluations: list[Evaluation], store: ResultStore, options: Clust
 
     connect(options.address)
     workers = options.workers or max(1, cluster_cpus() // options.threads_per_worker)
-    in_flight = options.in_flight or 2 * workers
     actor_class = ray.remote(num_cpus=options.threads_per_worker, max_restarts=0, max_task_retries=0)(Worker)
     pending = [(evaluation, unit) for evaluation in evaluations for unit in evaluation.pending(store)]
     total = sum(len(evaluation.units()) for evaluation in evaluations)
@@ -154,60 +156,136 @@ def run_on_ray(evaluations: list[Evaluation], store: ResultStore, options: Clust
         for evaluation in evaluations:
             units = [unit for owner, unit in pending if owner is evaluation]
             if units:
-                _run_model(evaluation, units, store, options, device, actor_class, workers, in_flight, bar)
+                _schedule(_evaluation_job(evaluation, store, options, device, actor_class), units, options, workers,
+                          bar)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _run_model(evaluation: Evaluation, units: list[Unit], store: ResultStore, options: ClusterOptions, device: str,
-               actor_class, workers: int, in_flight: int, bar: ProgressBar | None) -> None:
-    import ray
-
+def _evaluation_job(evaluation: Evaluation, store: ResultStore, options: ClusterOptions, device: str,
+                    actor_class) -> Job:
     model = evaluation.classifier.name
-    threads = options.threads_per_worker
     config = evaluation.config.located()  # a worker's folder is not the driver's: it gets absolute paths
 
-    def start_worker():
-        return actor_class.remote(config, device, threads, model)
+    def submit(actor, unit: Unit):
+        experiment, index, batch = unit
+        views = evaluation.shipped_views(batch) if options.ship_data else None
+        return actor.run.remote(experiment.digest, index, views)
 
-    actors = [start_worker() for _ in range(min(workers, len(units)))]
+    def write(unit: Unit, rows: list[ResultRow]) -> None:
+        experiment, index, _ = unit
+        store.write(rows, unit=(model, experiment.digest, index))
+
+    return Job(start_worker=lambda: actor_class.remote(config, device, options.threads_per_worker, model),
+               submit=submit, failed=lambda unit, message: evaluation.error_rows(unit[0], unit[2], message),
+               write=write, describe=lambda unit: f"{model}: {unit[0].describe()}")
+
+
+class CertifyWorker:
+    """The state a Ray actor keeps for a certification run: its :class:`Certification`, built once."""
+
+    def __init__(self, config, device: str, threads: int) -> None:
+        from .certification import Certification
+
+        torch.set_num_threads(threads)
+        self.certification = Certification(config, torch.device(device))
+        self.settings = {setting.digest: setting for setting in self.certification.settings}
+
+    def run(self, digest: str, index: int, view: torch.Tensor | str | None = None):
+        return self.certification.run_unit(self.settings[digest], self.certification.images[index], view)
+
+
+def certify_on_ray(certification, store: ResultStore, options: ClusterOptions, device: str,
+                   progress: Callable[[int], ProgressBar] | None = None) -> None:
+    """Certify every pending unit of ``certification`` on Ray, writing each certificate as it finishes.
+
+    A certificate depends only on its unit's identity (its noise is seeded by
+    seed, model, σ and image), so a Ray run certifies the radii a local run
+    does.
+    """
+    import ray
+
+    connect(options.address)
+    workers = options.workers or max(1, cluster_cpus() // options.threads_per_worker)
+    actor_class = ray.remote(num_cpus=options.threads_per_worker, max_restarts=0, max_task_retries=0)(CertifyWorker)
+    config = certification.config.located()
+    model = certification.classifier.name
+    units = certification.pending(store)
+    certification.record_plan(store)
+
+    def submit(actor, unit):
+        setting, index, item = unit
+        return actor.run.remote(setting.digest, index, certification.read_view(item) if options.ship_data else None)
+
+    def write(unit, row) -> None:
+        setting, index, _ = unit
+        store.write_certificate(row, unit=(model, setting.digest, index))
+
+    job = Job(start_worker=lambda: actor_class.remote(config, device, options.threads_per_worker),
+              submit=submit, failed=lambda unit, message: certification.error_row(unit[0], unit[2], message),
+              write=write, describe=lambda unit: f"{model}: {unit[0].describe()}")
+    bar = progress(len(units)) if progress else None
+    try:
+        if units:
+            _schedule(job, units, options, workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the scheduler needs from one kind of run: how to start a worker, hand it a unit, make the result of
+    a unit that failed on the cluster, write a result (on the driver), and name a unit on the progress bar."""
+
+    start_worker: Callable[[], object]
+    submit: Callable[[object, tuple], object]
+    failed: Callable[[tuple, str], object]
+    write: Callable[[tuple, object], None]
+    describe: Callable[[tuple], str]
+
+
+def _schedule(job: Job, units: list[tuple], options: ClusterOptions, workers: int, bar: ProgressBar | None) -> None:
+    """Run ``units`` on up to ``workers`` actors, at most ``in_flight`` outstanding, writing each result as it
+    finishes; a unit whose worker dies goes to another (up to :data:`MAX_ATTEMPTS` times)."""
+    import ray
+
+    threads = options.threads_per_worker
+    in_flight = options.in_flight or 2 * workers
+    actors = [job.start_worker() for _ in range(min(workers, len(units)))]
     idle = list(actors)
     queue = list(units)
-    attempts: dict[tuple[str, int], int] = {}
-    running: dict[object, tuple[Unit, object]] = {}
+    attempts: dict[int, int] = {}
+    running: dict[object, tuple[int, object]] = {}
     try:
         while queue or running:
             if not actors or (len(actors) < workers and ray.available_resources().get("CPU", 0) >= threads):
-                actors.append(start_worker())  # a replacement, where the cluster has room (or none is left)
+                actors.append(job.start_worker())  # a replacement, where the cluster has room (or none is left)
                 idle.append(actors[-1])
             while queue and idle and len(running) < in_flight:
                 unit = queue.pop(0)
                 actor = idle.pop(0)
-                experiment, index, batch = unit
-                views = evaluation.shipped_views(batch) if options.ship_data else None
-                running[actor.run.remote(experiment.digest, index, views)] = (unit, actor)
+                running[job.submit(actor, unit)] = (unit, actor)
             done, _ = ray.wait(list(running), num_returns=1)
             unit, actor = running.pop(done[0])
-            experiment, index, batch = unit
             try:
-                rows = ray.get(done[0])
+                result = ray.get(done[0])
                 idle.append(actor)
             except ray.exceptions.RayActorError as error:  # the worker died: its unit goes to another
                 actors.remove(actor)
-                key = (experiment.digest, index)
-                attempts[key] = attempts.get(key, 0) + 1
-                if attempts[key] < MAX_ATTEMPTS:
+                attempts[id(unit)] = attempts.get(id(unit), 0) + 1
+                if attempts[id(unit)] < MAX_ATTEMPTS:
                     queue.insert(0, unit)
                     continue
-                rows = evaluation.error_rows(experiment, batch, f"workers died {attempts[key]} times running this "
-                                                                f"unit ({first_line(error)})")
+                result = job.failed(unit, f"workers died {attempts[id(unit)]} times running this unit "
+                                          f"({first_line(error)})")
             except ray.exceptions.RayTaskError as error:  # not the unit (it records its own failure): its transport
                 idle.append(actor)
-                rows = evaluation.error_rows(experiment, batch, f"unit failed on the cluster: {first_line(error)}")
-            store.write(rows, unit=(model, experiment.digest, index))
+                result = job.failed(unit, f"unit failed on the cluster: {first_line(error)}")
+            job.write(unit, result)
             if bar is not None:
-                bar.set_postfix_str(f"{model}: {experiment.describe()}")
+                bar.set_postfix_str(job.describe(unit))
                 bar.update(1)
     finally:
         for actor in actors:
