@@ -28,3 +28,10 @@ class ModelError(CIIDefenceError):
 
 class CheckpointError(ModelError):
     """A checkpoint file is missing, unsafe, or does not fit the model."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message in one line: its last non-empty line (Ray's and chained messages end with the
+    cause), at most 500 characters; its type's name where it has no message."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__

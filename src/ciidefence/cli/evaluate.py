@@ -10,7 +10,7 @@ import click
 
 from ..attacks import ATTACKS, attack_spec, parse_eps
 from ..defences.bpda import APPROXIMATIONS
-from ..defences.registry import ABLATIONS, DEFENCES, RIVALS
+from ..defences.registry import ABLATIONS, DEFENCES, PLUGIN_GROUP, RIVALS, registered_plugins
 from ..errors import ConfigError
 from ..evaluation.plan import PROTOCOLS
 from ..progress import duration
@@ -78,7 +78,10 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Defaults for the options you do not give: 'paper' runs every defence under the paper's "
                    "gray-box attacks and BPDA-PGD at 4/255; 'adaptive' under BPDA with PGD, APGD-CE and APGD-DLR "
                    "at 50 steps, EOT 20 and the convergence check.")
-@click.option("--defences", default="none,ciid", show_default=True, help=f"Any of: {', '.join(DEFENCES)}.")
+@click.option("--defences", default="none,ciid", show_default=True,
+              help=f"Any of: {', '.join(DEFENCES)}; or your own, as package.module:factory or a name an installed "
+                   f"package registers under the entry points '{PLUGIN_GROUP}' (docs/PLUGINS.md)"
+                   + (f"; installed: {', '.join(sorted(registered_plugins()))}." if registered_plugins() else "."))
 @click.option("--attacks", default=DEFAULT_ATTACKS, show_default=True, help=f"Any of: {', '.join(ATTACKS)}.")
 @click.option("--eps", "eps_text", default="2/255,4/255", show_default=True,
               help="L-inf budgets for bounded attacks (fractions allowed).")
@@ -156,7 +159,8 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
     """Check everything, then (unless a dry run) open the run folder, run (here, or on Ray with ``cluster``),
     and report. Shared by evaluate and sweep. A unit that fails is recorded as error rows and the run goes on;
     ``retry_errors`` (with ``resume``) reruns those units first."""
-    from ..evaluation.runner import Evaluation, open_run, open_written, tqdm_progress
+    from ..evaluation.api import run_evaluation
+    from ..evaluation.runner import Evaluation, open_written, tqdm_progress
 
     if retry_errors and not resume:
         raise CommandFailed("--retry-errors reruns the failed batches of a run: give it with --resume", exit_code=2)
@@ -174,25 +178,11 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
             if written is not None:
                 written.close()
         return
-    if cluster is not None:
-        from ..evaluation.cluster import connect
-
-        connect(cluster.address)  # an unreachable cluster stops here, before the run folder exists
-    with open_run(run_dir, run_config, resume) as store:
-        if retry_errors:
-            forgotten = sum(evaluation.forget_failed(store) for evaluation in evaluations)
-            warn(f"--retry-errors: {forgotten} batches that recorded errors run again")
-        if cluster is not None:
-            from ..evaluation.cluster import run_on_ray
-
-            run_on_ray(evaluations, store, cluster, str(torch_device), progress=tqdm_progress)
-        else:
-            total = sum(len(evaluation.units()) for evaluation in evaluations)
-            for evaluation in evaluations:
-                evaluation.run(store, total)
-        failed = sum(len(store.failed(model)) for model in run_config.models)
-    if failed:
-        warn(f"{failed} images of some experiments recorded errors (see the summary); "
+    outcome = run_evaluation(evaluations, run_dir, resume, cluster, retry_errors, tqdm_progress)
+    if retry_errors:
+        warn(f"--retry-errors: {outcome.retried} batches that recorded errors ran again")
+    if outcome.failed:
+        warn(f"{outcome.failed} images of some experiments recorded errors (see the summary); "
              f"rerun their batches with --resume --retry-errors")
     if report == "evaluate":
         from ..evaluation.summary import glance_text, write_report

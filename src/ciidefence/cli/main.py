@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..defences.registry import DEFENCES
+from ..defences.registry import DEFENCES, is_plugin
 from ..errors import ConfigError, ImageError
 from .options import common_options, defence_options, split_names
 from .session import CommandFailed, open_classifier, progress, report_errors, say, warn
@@ -42,11 +42,11 @@ abstains."""
 
 def _parse_defences(text: str) -> list[str]:
     names = list(split_names(text))
-    unknown = [name for name in names if name not in DEFENCES and name != SMOOTHED]
+    unknown = [name for name in names if name not in DEFENCES and name != SMOOTHED and not is_plugin(name)]
     if unknown or not names:
         raise CommandFailed(
-            f"unknown defence {', '.join(unknown) or repr(text)}; choose from: {', '.join(DEFENCES)}, {SMOOTHED}",
-            exit_code=2,
+            f"unknown defence {', '.join(unknown) or repr(text)}; choose from: {', '.join(DEFENCES)}, {SMOOTHED}, "
+            f"or a plug-in's import path package.module:factory", exit_code=2,
         )
     return names
 
@@ -101,7 +101,8 @@ def _classify_one(
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--defence", "defence_text", default="ciid", show_default=True,
-              help=f"Comma-separated, to compare: {', '.join(DEFENCES)}.")
+              help=f"Comma-separated, to compare: {', '.join(DEFENCES)}, or your own as package.module:factory "
+                   f"(docs/PLUGINS.md).")
 @click.option("--top", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Predictions shown per image.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,

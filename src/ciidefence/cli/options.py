@@ -166,7 +166,8 @@ _RUN_OPTIONS = [
                  help="Labels CSV with columns file,class_index [default: DATA/labels.csv]."),
     click.option("--model", "model_text", default=DEFAULT_MODEL, show_default=True,
                  help=f"Classifier to evaluate, or several, comma-separated (one table each): "
-                      f"{', '.join(MODEL_NAMES)}."),
+                      f"{', '.join(MODEL_NAMES)}; or your own, package.module:factory returning a Classifier "
+                      f"(docs/PLUGINS.md)."),
     *_COMMON_OPTIONS[1:3],
     click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images."),
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
@@ -209,10 +210,10 @@ def run_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         models = split_names(kwargs.pop("model_text"))
-        unknown = [name for name in models if name not in MODEL_NAMES]
+        unknown = [name for name in models if name not in MODEL_NAMES and ":" not in name]
         if unknown or not models:
             raise CommandFailed(f"unknown model {', '.join(unknown) or repr('')}; "
-                                f"choose from: {', '.join(MODEL_NAMES)}", exit_code=2)
+                                f"choose from: {', '.join(MODEL_NAMES)}, or package.module:factory", exit_code=2)
         return command(models=models, **kwargs)
 
     for option in reversed(_RUN_OPTIONS):

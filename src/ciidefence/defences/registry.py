@@ -168,15 +168,45 @@ RIVALS = tuple(spec.name for spec in SPECS if not spec.is_ciid and not spec.iden
 ABLATIONS = tuple(spec.name for spec in SPECS if spec.is_ciid and spec.name != "ciid")
 
 
+PLUGIN_GROUP = "ciidefence.defences"
+"""The entry-point group under which installed packages register defences (:mod:`ciidefence.defences.plugins`)."""
+
+
+def registered_plugins() -> dict[str, str]:
+    """Defences installed packages register: name to import path (``module:factory``)."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point.value for point in entry_points(group=PLUGIN_GROUP)}
+
+
+def is_plugin(name: str) -> bool:
+    """Whether ``name`` names a plug-in defence: an import path ``module:factory``, or a registered name."""
+    return name not in DEFENCES and (":" in name or name in registered_plugins())
+
+
+def check_defence_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a defence of the registry or an importable plug-in."""
+    if is_plugin(name):
+        from .plugins import load_factory
+
+        load_factory(name)
+    else:
+        defence_spec(name)
+
+
 def defence_spec(name: str) -> DefenceSpec:
     try:
         return DEFENCES[name]
     except KeyError:
-        raise ConfigError(f"unknown defence {name!r}; choose from: {', '.join(DEFENCES)}") from None
+        raise ConfigError(f"unknown defence {name!r}; choose from: {', '.join(DEFENCES)}, or a plug-in's import "
+                          f"path package.module:factory") from None
 
 
 def defence_params(name: str, ciid: CIIDefenceConfig | None = None) -> dict:
-    """The full parameters of defence ``name``; CIIDefence's variants start from ``ciid``."""
+    """The full parameters of defence ``name``; CIIDefence's variants start from ``ciid``. A plug-in's are known
+    once it is built (:attr:`Defence.params`): here, none."""
+    if is_plugin(name):
+        return {}
     spec = defence_spec(name)
     if spec.is_ciid:
         return dataclasses.replace(ciid or CIIDefenceConfig(), **spec.params).to_dict()
@@ -196,7 +226,8 @@ class Defence:
     Attributes
     ----------
     name : str
-        Its kind, a key of :data:`DEFENCES`.
+        Its kind, a key of :data:`DEFENCES`, or a plug-in's name as given
+        (:mod:`~ciidefence.defences.plugins`).
     params : dict
         Its full parameters.
     digest : str
@@ -226,7 +257,7 @@ class Defence:
 
     @property
     def title(self) -> str:
-        return DEFENCES[self.name].title
+        return DEFENCES[self.name].title if self.name in DEFENCES else self.name
 
     def __call__(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """The defended images, without gradients."""
@@ -243,7 +274,9 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
     Parameters
     ----------
     name : str
-        One of :data:`DEFENCES`.
+        One of :data:`DEFENCES`, or a plug-in (:func:`is_plugin`; built by
+        :func:`~ciidefence.defences.plugins.build_plugin`, ``ciid`` and
+        ``params`` unused: it declares its own).
     classifier : Classifier
         The protected classifier (CIIDefence and Pixel Deflection use its CAMs).
     ciid : CIIDefenceConfig, optional
@@ -251,6 +284,10 @@ def build_defence(name: str, classifier: Classifier, ciid: CIIDefenceConfig | No
     params : dict, optional
         Full parameters, instead of :func:`defence_params`.
     """
+    if is_plugin(name):
+        from .plugins import build_plugin
+
+        return build_plugin(name, classifier)
     spec = defence_spec(name)
     params = params if params is not None else defence_params(name, ciid)
     if spec.complete is not None and params.get("weights_digest") is None:

@@ -24,7 +24,7 @@ import torch
 
 from ..defences.config import CIIDefenceConfig
 from ..defences.registry import DEFENCES, Defence, build_defence, defence_params
-from ..errors import CIIDefenceError, ConfigError
+from ..errors import CIIDefenceError, ConfigError, one_line
 from ..images import DEFAULT_MAX_PIXELS, load_image
 from ..models import load_classifier
 from ..progress import ProgressBar
@@ -32,7 +32,6 @@ from ..randomness import seeded_generator
 from ..smoothing.certify import certify, check_smoothing
 from .certificates import CertificateRow, CheckRow
 from .data import LabelledImage, load_dataset
-from .runner import first_line
 from .store import NO_PREDICTION, ResultStore
 from .stored import StoredConfig
 
@@ -195,7 +194,7 @@ class Certification:
         except CIIDefenceError as error:
             return self.error_row(setting, item, str(error))
         except Exception as error:  # one failed unit must not end a run of hours: the same rule as evaluate's
-            return self.error_row(setting, item, f"unit failed: {type(error).__name__}: {first_line(error)}")
+            return self.error_row(setting, item, f"unit failed: {type(error).__name__}: {one_line(error)}")
         return self._row(setting, item, certificate.top_class, certificate.count, certificate.p_lower,
                          certificate.radius, certificate.prediction, time.perf_counter() - started)
 

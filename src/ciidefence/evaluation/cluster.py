@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..progress import ProgressBar
 from .plan import RunConfig
-from .runner import Evaluation, Unit, first_line
+from .runner import Evaluation, Unit
 from .store import ResultRow, ResultStore
 
 MAX_ATTEMPTS = 4
@@ -279,10 +279,10 @@ def _schedule(job: Job, units: list[tuple], options: ClusterOptions, workers: in
                     queue.insert(0, unit)
                     continue
                 result = job.failed(unit, f"workers died {attempts[id(unit)]} times running this unit "
-                                          f"({first_line(error)})")
+                                          f"({one_line(error)})")
             except ray.exceptions.RayTaskError as error:  # not the unit (it records its own failure): its transport
                 idle.append(actor)
-                result = job.failed(unit, f"unit failed on the cluster: {first_line(error)}")
+                result = job.failed(unit, f"unit failed on the cluster: {one_line(error)}")
             job.write(unit, result)
             if bar is not None:
                 bar.set_postfix_str(job.describe(unit))

@@ -5,15 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..attacks import attack_params, attack_spec, format_eps
 from ..defences.bpda import APPROXIMATIONS
 from ..defences.config import CIIDefenceConfig
-from ..defences.registry import defence_digest, defence_params, defence_spec
+from ..defences.registry import check_defence_name, defence_digest, defence_params, defence_spec
 from ..errors import ConfigError
 from ..images import DEFAULT_MAX_PIXELS
 from .stored import StoredConfig
+
+if TYPE_CHECKING:
+    from ..defences.registry import Defence
 
 THREATS = ("graybox", "bpda", "transfer")
 """Threat models a user chooses; the unattacked experiment has threat ``"clean"``. ``transfer`` needs a source model
@@ -160,7 +165,8 @@ class Experiment:
 class RunConfig(StoredConfig):
     """Everything that determines a run's results; a resumed run must match it.
 
-    ``defences`` are names from :data:`ciidefence.defences.DEFENCES`; CIIDefence
+    ``defences`` are names from :data:`ciidefence.defences.DEFENCES` or plug-ins'
+    import paths (:mod:`ciidefence.defences.plugins`); CIIDefence
     and its ablations start from the configuration ``ciid``. ``eot_samples``
     applies to BPDA attacks on randomised defences (for the others every
     sample is the same). ``sweep`` holds further CIIDefence configurations,
@@ -213,7 +219,7 @@ class RunConfig(StoredConfig):
             raise ConfigError("the transfer threat needs --transfer-from (the model the attacks are made on), "
                               "and --transfer-from needs --threat transfer")
         for name in self.defences:
-            defence_spec(name)
+            check_defence_name(name)
         for point in self.sweep:
             CIIDefenceConfig(**point)
         for name in self.threats:
@@ -266,14 +272,23 @@ class RunConfig(StoredConfig):
         """The unattacked experiment; every defence's clean prediction is drawn under its identity."""
         return Experiment("clean", purpose=self.purpose)
 
-    def convergence_variants(self, experiment: Experiment) -> list[Experiment]:
+    def traits(self, name: str, defences: Mapping[str, Defence] | None = None) -> tuple[bool, tuple[str, ...]]:
+        """Whether defence ``name`` is randomised, and its BPDA approximations: from the built ``defences``
+        where given (a plug-in is known only once built), else from the registry."""
+        if defences is not None and name in defences:
+            return defences[name].randomised, defences[name].approximations
+        spec = defence_spec(name)
+        return spec.randomised, spec.approximations(defence_params(name, self.ciid_config))
+
+    def convergence_variants(self, experiment: Experiment, defences: Mapping[str, Defence] | None = None
+                             ) -> list[Experiment]:
         """A BPDA experiment's convergence check: its attack with :data:`CONVERGENCE_STEPS` steps and, on a
         randomised target, with :data:`CONVERGENCE_EOT` samples (at its own step count)."""
         params = dict(experiment.params)
         if experiment.threat != "bpda" or "max_iter" not in params or experiment.target is None:
             return []
         steps_points, eot_points = convergence_points(params["max_iter"], experiment.eot,
-                                                      defence_spec(experiment.target).randomised)
+                                                      self.traits(experiment.target, defences)[0])
         variants = [dataclasses.replace(experiment, params=tuple(sorted({**params, "max_iter": steps}.items())),
                                         purpose="convergence") for steps in steps_points]
         variants += [dataclasses.replace(experiment, eot=eot, purpose="convergence") for eot in eot_points]
@@ -297,8 +312,9 @@ class RunConfig(StoredConfig):
             return [(eps, "absolute") for eps in self.eps]
         return [(eps, "absolute") for eps in self.eps_l2] + [(eps, "nl2") for eps in self.eps_nl2]
 
-    def experiments(self) -> list[Experiment]:
-        """The experiments of this run, cheapest first."""
+    def experiments(self, defences: Mapping[str, Defence] | None = None) -> list[Experiment]:
+        """The experiments of this run, cheapest first; ``defences`` (by label) are the built ones, which a
+        plan with plug-in defences needs (see :meth:`traits`)."""
         purpose = self.purpose
         found = [self.clean_experiment()]
         for name in self.attacks:
@@ -316,15 +332,15 @@ class RunConfig(StoredConfig):
                     for defence in self.defences:
                         if defence == "none":
                             continue  # BPDA on the bare model is the gray-box attack
+                        randomised, approximations = self.traits(defence, defences)
                         for approximation in self.approximations:
-                            parameters = defence_params(defence, self.ciid_config)
-                            if approximation not in defence_spec(defence).approximations(parameters):
+                            if approximation not in approximations:
                                 continue
-                            eot = self.eot_samples if defence_spec(defence).randomised else 1
+                            eot = self.eot_samples if randomised else 1
                             found.append(Experiment(name, params, eps, "bpda", approximation, defence, purpose,
                                                     budget, eot))
         if self.convergence:
-            found += [variant for experiment in found for variant in self.convergence_variants(experiment)]
+            found += [variant for experiment in found for variant in self.convergence_variants(experiment, defences)]
         if self.sanity:
             sanity = tuple(sorted(SANITY_PGD.items()))
             found.append(Experiment("pgd", sanity, SANITY_EPS, "graybox", purpose="sanity"))

@@ -23,7 +23,7 @@ from ..attacks import attack_spec
 from ..attacks.estimators import art_estimator
 from ..defences.art import ARTPreprocessor
 from ..defences.registry import Defence, build_defence
-from ..errors import CIIDefenceError, ConfigError
+from ..errors import CIIDefenceError, ConfigError, one_line
 from ..images import load_image
 from ..models import load_classifier
 from ..models.base import Classifier
@@ -167,7 +167,7 @@ class Evaluation:
         self.sources: dict[str, Classifier] = {  # the classifiers transfer attacks are made on
             name: load_classifier(name).to(device) for name in config.transfer_from
         }
-        self.experiments = config.experiments()
+        self.experiments = config.experiments(self.defences)
         self.clean = config.clean_experiment()
         self._views: OrderedDict[str, torch.Tensor | str] = OrderedDict()
         self._clean_predictions: dict[tuple[str, str], int] = {}  # (defence digest, image) -> class
@@ -195,6 +195,18 @@ class Evaluation:
         """Every unit of the run, in plan order."""
         return [(experiment, index, batch) for experiment in self.experiments
                 for index, batch in enumerate(self.batches())]
+
+    def check_resumable(self, store: ResultStore) -> None:
+        """Refuse (:class:`ConfigError`) to continue ``store`` where it holds rows of a defence this run builds
+        otherwise: its parameters, weights or (a plug-in's) source changed since those rows were written."""
+        built = {(defence.name, defence.digest) for defence in (self.undefended, *self.defences.values())}
+        names = {name for name, _ in built}
+        for name, digest in sorted(store.defence_hashes(self.classifier.name)):
+            if name in names and (name, digest) not in built:
+                now = sorted(d for n, d in built if n == name)
+                raise ConfigError(f"defence {name} has changed since this run wrote its rows (digest {digest}, now "
+                                  f"{', '.join(now)}: its parameters, weights or source); start a new --out, or "
+                                  f"restore the defence as it was")
 
     def pending(self, store: ResultStore) -> list[Unit]:
         """The units not yet fully written to ``store``."""
@@ -354,7 +366,7 @@ class Evaluation:
         try:
             return self.run_unit(experiment, batch)
         except Exception as error:  # one failed unit must not end a run of hours
-            return self.error_rows(experiment, batch, f"unit failed: {type(error).__name__}: {first_line(error)}")
+            return self.error_rows(experiment, batch, f"unit failed: {type(error).__name__}: {one_line(error)}")
 
     def forget_failed(self, store: ResultStore) -> int:
         """Delete the rows of every unit of this plan that holds an error row, so that the run redoes those units
@@ -420,12 +432,6 @@ class Evaluation:
         finally:
             if bar is not None:
                 bar.close()
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message, its last non-empty line, at most 500 characters (Ray's end with the cause)."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else type(error).__name__
 
 
 def tqdm_progress(total: int) -> ProgressBar:

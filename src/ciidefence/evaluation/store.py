@@ -155,6 +155,11 @@ class ResultRow:
     eot: int = 1
     source: str | None = None
 
+    @property
+    def correct(self) -> bool:
+        """The defended classifier gave the label: on the attacked image (on the clean one, for ``clean``)."""
+        return self.error is None and self.pred_defended_adv == self.label
+
 
 COLUMNS = list(ResultRow.__dataclass_fields__)
 
@@ -223,6 +228,11 @@ class ResultStore:
         """``(image, defence_hash, experiment)`` of every row written for ``model``."""
         cursor = self.connection.execute("SELECT image, defence_hash, experiment FROM results WHERE model=?", (model,))
         return set(cursor)
+
+    def defence_hashes(self, model: str) -> set[tuple[str, str]]:
+        """``(defence name, defence_hash)`` of every defence with rows for ``model``."""
+        return set(self.connection.execute("SELECT DISTINCT defence, defence_hash FROM results WHERE model=?",
+                                           (model,)))
 
     def failed(self, model: str) -> set[tuple[str, str]]:
         """``(experiment, image)`` of every error row written for ``model``."""
@@ -313,6 +323,11 @@ class ResultStore:
     def set_meta(self, key: str, value: str) -> None:
         with self.connection:
             self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def result_rows(self) -> list[ResultRow]:
+        """Every result row, typed, in the order written."""
+        cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY rowid")
+        return [ResultRow(*values) for values in cursor]
 
     def rows(self) -> list[dict]:
         """Every row, as dicts keyed by column."""

@@ -29,7 +29,9 @@ def load_classifier(
     Parameters
     ----------
     name : str
-        One of :data:`MODEL_NAMES`.
+        One of :data:`MODEL_NAMES`, or ``package.module:factory``: a function
+        of no arguments returning a :class:`Classifier` (see
+        :func:`custom_classifier`), named by that path in results.
     checkpoint : path, optional
         A state dict to load instead of the default weights.
     random_weights : bool
@@ -56,7 +58,31 @@ def load_classifier(
         from .torchvision_models import torchvision_classifier
 
         return torchvision_classifier(name, checkpoint, random_weights).requires_grad_(False)
-    raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if ":" in name:
+        return _imported_classifier(name, checkpoint, random_weights)
+    raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}, or your own as "
+                     f"package.module:factory")
+
+
+def _imported_classifier(path: str, checkpoint: str | os.PathLike | None, random_weights: bool) -> Classifier:
+    """A user's classifier: ``factory()`` returning a :class:`Classifier` (e.g. from :func:`custom_classifier`),
+    named by ``path`` in every result and seed."""
+    from ..errors import ConfigError, one_line
+    from ..importing import import_object
+    from .base import Classifier
+
+    if checkpoint is not None or random_weights:
+        raise ModelError(f"model {path!r}: its factory loads its own weights (no --checkpoint)")
+    factory = import_object(path, f"model {path!r}")
+    try:
+        made = factory()  # type: ignore[operator]
+    except Exception as error:
+        raise ConfigError(f"model {path!r}: the factory failed: {type(error).__name__}: {one_line(error)}") from None
+    if not isinstance(made, Classifier):
+        raise ModelError(f"model {path!r}: the factory returned {type(made).__name__}, not a Classifier (wrap your "
+                         f"network with ciidefence.custom_classifier)")
+    made.name = path
+    return made.eval()
 
 
 _EXPORTS = {
