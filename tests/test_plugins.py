@@ -3,6 +3,8 @@ refused when broken or changed on resume; the worked example of docs/PLUGINS.md 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -201,3 +203,48 @@ def test_a_classifier_from_an_import_path_is_evaluated_and_named_by_it(tmp_path)
 def test_the_documented_example_is_the_file_the_tests_run():
     documented = (REPO / "docs" / "PLUGINS.md").read_text().split("```python\n")[1].split("```")[0]
     assert documented == (EXAMPLES / "median_jpeg.py").read_text().split('"""', 2)[2].lstrip("\n")
+
+
+def test_a_randomised_defence_is_scored_k_times_without_changing_its_one_draw_figure(tmp_path):
+    options = ["--data", BUNDLED_SAMPLE, "--defences", "none,jpeg,random-resize-pad", "--attacks", "fgsm", "--eps",
+               "4/255", "--limit", "4", "--batch-size", "4", "--no-sanity", "--threads", "1"]
+    ciid("evaluate", "--out", tmp_path / "one", "--eval-draws", "1", *options)
+    ciid("evaluate", "--out", tmp_path / "five", "--eval-draws", "5", *options)
+    one, five = cii.read_results(tmp_path / "one"), cii.read_results(tmp_path / "five")
+    assert [row.pred_defended_adv for row in one] == [row.pred_defended_adv for row in five]
+    assert {(row.defence, row.draws) for row in five} == {("none", 1), ("jpeg", 1), ("random-resize-pad", 5)}
+    for row in five:
+        assert 0 <= row.draws_correct <= row.draws and row.vote is not None
+        if row.draws == 1:
+            assert row.draws_correct == row.correct and row.vote == row.pred_defended_adv
+    drawn = [row for row in five if row.draws == 5]
+    assert any(0 < row.draws_correct < 5 for row in drawn), "the draws never disagreed: are they all the same?"
+    summary = (tmp_path / "five" / "summary.md").read_text()
+    assert "## Randomised defences, scored several times" in summary and "| random-resize-pad | graybox |" in summary
+    assert "scored several times" not in (tmp_path / "one" / "summary.md").read_text()
+
+
+def test_a_pack_keeps_the_draws_and_a_pack_from_before_them_still_unpacks(tmp_path):
+    from ciidefence.evaluation.pack import OLDER_RESULT_FIELDS, RESULT_FIELDS, pack_run, unpack_run
+
+    run = tmp_path / "run"
+    ciid("evaluate", "--data", BUNDLED_SAMPLE, "--out", run, "--defences", "none,random-resize-pad", "--attacks",
+         "fgsm", "--eps", "4/255", "--limit", "2", "--no-sanity", "--threads", "1", "--eval-draws", "3")
+    pack_run(run, tmp_path / "pack")
+    unpack_run(tmp_path / "pack", tmp_path / "back")
+    assert cii.read_results(tmp_path / "back") == cii.read_results(run)
+    # the same pack as a release before the draws wrote it: segments without the three columns
+    manifest = json.loads((tmp_path / "pack" / "pack.json").read_text())
+    keep = [RESULT_FIELDS.index(column) for column in OLDER_RESULT_FIELDS]
+    for name, entry in manifest["files"].items():
+        if entry["columns"] == list(RESULT_FIELDS):
+            path = tmp_path / "pack" / name
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            path.write_text("".join(json.dumps([row[i] for i in keep], separators=(",", ":")) + "\n" for row in rows))
+            entry["columns"] = list(OLDER_RESULT_FIELDS)
+            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "pack" / "pack.json").write_text(json.dumps(manifest))
+    unpack_run(tmp_path / "pack", tmp_path / "older")
+    older = cii.read_results(tmp_path / "older")
+    assert {(row.draws, row.draws_correct, row.vote) for row in older} == {(1, None, None)}
+    assert [row.pred_defended_adv for row in older] == [row.pred_defended_adv for row in cii.read_results(run)]

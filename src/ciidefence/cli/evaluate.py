@@ -100,6 +100,9 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Budgets to run under BPDA [default: all of --eps / --eps-l2].")
 @click.option("--eot", "eot_samples", type=click.IntRange(1), default=1, show_default=True,
               help="Gradient samples averaged per BPDA attack step (EOT), for randomised defences.")
+@click.option("--eval-draws", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How often a randomised defence scores each image, each time with its own draws: the summary "
+                   "gives the first draw's accuracy, the worst case over the draws and their majority vote.")
 @click.option("--transfer-from", "transfer_text", default="",
               help="With --threat transfer: classifiers the attacks are made on (comma-separated); every defence of "
                    "--model is scored on their adversarial images (the black-box number).")
@@ -128,7 +131,8 @@ def evaluate(context, preset, **options) -> None:
 
 
 def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
-              threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, transfer_text, convergence,
+              threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, eval_draws, transfer_text,
+              convergence,
               attack_param, limit, batch_size, run_dir, resume, retry_errors, dry_run, shard_text, ray_address, workers,
               threads_per_worker, ship_data, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
@@ -144,7 +148,7 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         threats=split_names(threat_text), approximations=split_names(approx_text),
         bpda_attacks=split_names(bpda_attacks_text) if bpda_attacks_text else None,
         bpda_eps=tuple(parse_eps(e, upper=float("inf")) for e in split_names(bpda_eps_text)) if bpda_eps_text else None,
-        eot_samples=eot_samples,
+        eot_samples=eot_samples, eval_draws=eval_draws,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
         protocol=protocol, convergence=convergence, transfer_from=split_names(transfer_text),
         shard=parse_shard(shard_text),
@@ -260,8 +264,9 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
             defence = evaluation.defences[experiment.target]
             steps *= experiment.eot
             per_step += cost[defence.digest]
-        # the adversarial images' prediction, then each defence and the prediction on what it returns
-        scored = forward_seconds + sum(cost[d.digest] + (0.0 if d.identity else forward_seconds)
+        # the adversarial images' prediction, then each defence (each of its draws) and the prediction on it
+        scored = forward_seconds + sum((cost[d.digest] + (0.0 if d.identity else forward_seconds))
+                                       * (evaluation.config.eval_draws if d.randomised else 1)
                                        for d in evaluation.scored_defences(experiment))
         todo = images if left is None else left[experiment.digest]
         if experiment.digest in measured:

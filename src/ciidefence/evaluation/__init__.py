@@ -15,7 +15,7 @@ _EXPORTS = {
     "ResultStore": ".store",
     "read_run": ".store",
     "sanity_checks": ".summary",
-    "wilson_interval": ".summary",
+    "wilson_interval": ".intervals",
     "write_report": ".summary",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

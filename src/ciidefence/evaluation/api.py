@@ -69,9 +69,9 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
              attacks: Sequence[str] = ("fgsm", "pgd"), eps: Iterable[float | str] = ("2/255", "4/255"),
              threat: Sequence[str] = ("graybox",), *, model: str = "efficientnet_lite0", labels: str | None = None,
              eps_l2: Iterable[float | str] = (0.5, 1.0), approximations: Sequence[str] = APPROXIMATIONS,
-             eot: int = 1, attack_params: dict[str, dict] | None = None, ciid: CIIDefenceConfig | None = None,
-             limit: int | None = None, batch_size: int = 8, seed: int = 0, sanity: bool = False,
-             convergence: bool = False, resume: bool = False, report: bool = True,
+             eot: int = 1, eval_draws: int = 10, attack_params: dict[str, dict] | None = None,
+             ciid: CIIDefenceConfig | None = None, limit: int | None = None, batch_size: int = 8, seed: int = 0,
+             sanity: bool = False, convergence: bool = False, resume: bool = False, report: bool = True,
              progress: Callable[[int], ProgressBar] | None = None) -> list[ResultRow]:
     """Evaluate defences under attacks, as ``ciid evaluate`` does, and return the run's rows.
 
@@ -93,6 +93,8 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
         ``"graybox"`` (the attacker ignores the defence), ``"bpda"`` (it
         attacks each defence through ``approximations``, with ``eot`` samples
         on randomised ones).
+    eval_draws : int
+        How often a randomised defence scores each image (worst case and majority vote over them).
     attack_params : dict, optional
         Per attack, parameters to change, e.g. ``{"pgd": {"max_iter": 10}}``.
     ciid : CIIDefenceConfig, optional
@@ -115,8 +117,8 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
         defences=tuple(defences), ciid=(ciid or CIIDefenceConfig()).to_dict(), attacks=tuple(attacks),
         attack_overrides=overrides, eps=tuple(_budget(value, 1.0) for value in eps),
         eps_l2=tuple(_budget(value, float("inf")) for value in eps_l2), threats=tuple(threat),
-        approximations=tuple(approximations), eot_samples=eot, limit=limit, batch_size=batch_size, seed=seed,
-        sanity=sanity, convergence=convergence)
+        approximations=tuple(approximations), eot_samples=eot, eval_draws=eval_draws, limit=limit,
+        batch_size=batch_size, seed=seed, sanity=sanity, convergence=convergence)
     run_evaluation([Evaluation(config, torch.device("cpu"), progress=progress, model=name) for name in config.models],
                    out, resume=resume)
     if report:

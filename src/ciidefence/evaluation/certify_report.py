@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .certificates import CertificateRow, CheckRow
+from .intervals import wilson_interval
 from .store import NO_PREDICTION, ResultStore
-from .summary import wilson_interval
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The radii of the table (L2, in [0, 1] pixel units at the classifier's view)."""

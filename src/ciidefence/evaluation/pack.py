@@ -53,6 +53,10 @@ DEFENCE_FIELDS = ("defence_hash", "defence", "defence_config")
 RESULT_FIELDS = tuple(c for c in COLUMNS if c in ("experiment", "defence_hash")
                       or (c not in EXPERIMENT_FIELDS and c not in DEFENCE_FIELDS))
 """What the result segments hold of each row: the image's own outcome and the two digests."""
+DRAW_FIELDS = {"draws": 1, "draws_correct": None, "vote": None}
+"""Result fields added after the first packs, with the values that describe rows written before them."""
+OLDER_RESULT_FIELDS = tuple(c for c in RESULT_FIELDS if c not in DRAW_FIELDS)
+"""The result segments' columns in packs written before :data:`DRAW_FIELDS`; they unpack with those defaults."""
 SEGMENT_ROWS = 10_000
 """Result rows per segment file (about 2 MB of text, 150 KB stored by git)."""
 PLAIN_TABLES = ("units", "meta", "certificates", "certificate_checks")
@@ -213,14 +217,15 @@ def _build_from_text(source: Path, database: Path, max_bytes: int) -> None:
         if len(rows) != entry.get("lines") or not isinstance(columns, list) or any(
                 not isinstance(row, list) or len(row) != len(columns) for row in rows):
             raise PackError(f"{source / name}: its rows do not match {MANIFEST}'s columns and line count")
-        if name in expected and tuple(columns) != expected[name]:
+        if name in expected and tuple(columns) != expected[name] and not (
+                expected[name] == RESULT_FIELDS and tuple(columns) == OLDER_RESULT_FIELDS):
             raise PackError(f"{source / name}: columns {columns}, expected {list(expected[name])}")
         tables[name] = (columns, rows)
     experiments = {row[0]: row for row in tables["experiments.jsonl"][1]}
     defences = {row[0]: row for row in tables["defences.jsonl"][1]}
     results = []
-    for row in (row for name in segments for row in tables[name][1]):
-        own = dict(zip(RESULT_FIELDS, row, strict=True))
+    for row, columns in ((row, tables[name][0]) for name in segments for row in tables[name][1]):
+        own = DRAW_FIELDS | dict(zip(columns, row, strict=True))
         try:
             own.update(zip(EXPERIMENT_FIELDS, experiments[own["experiment"]], strict=True))
             own.update(zip(DEFENCE_FIELDS, defences[own["defence_hash"]], strict=True))

@@ -176,6 +176,9 @@ class RunConfig(StoredConfig):
     checked by it, not by the paths, so the data may move. ``model`` is
     the classifier; ``extra_models`` are further ones evaluated with the same
     plan into the same run folder (one table each; :attr:`models` lists all).
+    ``eval_draws`` is how often a randomised defence scores each image, each
+    time with its own draws (the worst case and the majority vote over them
+    are reported beside the first draw's figure).
     """
 
     data: str
@@ -206,6 +209,7 @@ class RunConfig(StoredConfig):
     extra_models: tuple[str, ...] = ()
     transfer_from: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
+    eval_draws: int = 10
     data_digest: str | None = None
 
     def __post_init__(self) -> None:
@@ -242,6 +246,8 @@ class RunConfig(StoredConfig):
             raise ConfigError("nothing to evaluate: give at least one defence and one attack")
         if self.batch_size < 1 or self.eot_samples < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError("--batch-size, --eot and --limit must be positive")
+        if not 1 <= self.eval_draws <= 1000:
+            raise ConfigError(f"--eval-draws must lie in 1..1000, got {self.eval_draws}")
 
     @property
     def models(self) -> tuple[str, ...]:

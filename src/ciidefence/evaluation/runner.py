@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -126,6 +127,14 @@ def _check_same_configuration(store: ResultStore, run_dir: Path, config: StoredC
             store.close()
             raise ConfigError(f"--data {config.data} does not hold {len(foreign)} of the images {run_dir} was made "
                               f"with, with the same labels (e.g. {foreign[0]}); resume it with the same data")
+
+
+class Draws(NamedTuple):
+    """How often a defence scored an image, how many of those draws gave the label, and the class most gave."""
+
+    draws: int
+    correct: int
+    vote: int
 
 
 class Evaluation:
@@ -350,15 +359,32 @@ class Evaluation:
                 purified, defence_ms = self._defend(defence, adversarial,
                                                     self._generators(experiment, readable, defence))
                 defended_adv = pred_adv if defence.identity else self._predict(purified)
-            scored.append((defence, clean_defended, defended_adv, defence_ms))
+            draws = self._draws(defence, experiment, readable, adversarial, defended_adv)
+            scored.append((defence, clean_defended, defended_adv, defence_ms, draws))
         seconds = (time.perf_counter() - started) / len(batch)
         rows += [
             self._row(item, defence, experiment, pred_clean[i], clean_defended[i], pred_adv[i], defended_adv[i],
-                      l2[i], linf[i], seconds, defence_ms, nl2=nl2[i])
-            for defence, clean_defended, defended_adv, defence_ms in scored
+                      l2[i], linf[i], seconds, defence_ms, nl2=nl2[i], draws=draws[i])
+            for defence, clean_defended, defended_adv, defence_ms, draws in scored
             for i, item in enumerate(readable)
         ]
         return rows
+
+    def _draws(self, defence: Defence, experiment: Experiment, batch: list[LabelledImage], images: torch.Tensor,
+               first: list[int]) -> list[Draws]:
+        """Each image scored ``eval_draws`` times by a randomised ``defence`` (once by a deterministic one),
+        ``first`` being the first draw's predictions; every further draw seeded by its number and the unit's
+        identity."""
+        predictions = [[prediction] for prediction in first]
+        for draw in range(1, self.config.eval_draws if defence.randomised else 1):
+            generators = [seeded_generator(self.config.seed, self.classifier.name, experiment.digest, item.key,
+                                           defence.digest, "draw", draw) for item in batch]
+            purified, _ = self._defend(defence, images, generators)
+            for own, prediction in zip(predictions, self._predict(purified), strict=True):
+                own.append(prediction)
+        return [Draws(len(own), sum(prediction == item.label for prediction in own),
+                      Counter(own).most_common(1)[0][0])  # ties go to the class met first: the first draw's
+                for own, item in zip(predictions, batch, strict=True)]
 
     def run_unit_or_error_rows(self, experiment: Experiment, batch: list[LabelledImage]) -> list[ResultRow]:
         """:meth:`run_unit`, or, if the unit fails (out of memory, a defence's error), its error rows: one failure
@@ -387,13 +413,14 @@ class Evaluation:
              pred_clean: int = NO_PREDICTION, pred_clean_defended: int = NO_PREDICTION,
              pred_adv: int = NO_PREDICTION, pred_defended_adv: int = NO_PREDICTION, l2: float = 0.0,
              linf: float = 0.0, seconds: float = 0.0, defence_ms: float = 0.0,
-             error: str | None = None, nl2: float | None = None) -> ResultRow:
+             error: str | None = None, nl2: float | None = None, draws: Draws | None = None) -> ResultRow:
         return ResultRow(
             item.key, item.label, self.classifier.name, defence.name, defence.params_json, defence.digest,
             experiment.digest, experiment.purpose, experiment.attack, experiment.params_json, experiment.eps,
             experiment.eps_label, experiment.threat, experiment.approximation, experiment.target,
             pred_clean, pred_clean_defended, pred_adv, pred_defended_adv, l2, linf, seconds, defence_ms,
             error, experiment.budget, nl2, experiment.eot, experiment.source,
+            *(draws if draws is not None else (1, None, None)),
         )
 
     def record_plan(self, store: ResultStore, units_total: int | None = None) -> None:

@@ -56,6 +56,9 @@ ADDED_COLUMNS = {
     "nl2": "REAL",
     "eot": "INTEGER NOT NULL DEFAULT 1",
     "source": "TEXT",
+    "draws": "INTEGER NOT NULL DEFAULT 1",
+    "draws_correct": "INTEGER",
+    "vote": "INTEGER",
 }
 """Columns added after the identities of 0.2, each with a default that describes the rows written before it."""
 RESULTS_SCHEMA = _RESULTS_TEMPLATE.replace(
@@ -123,7 +126,13 @@ class ResultRow:
     :class:`~ciidefence.evaluation.plan.Experiment`); ``nl2`` is the
     perturbation's L2 norm over the clean image's (None in rows of 0.2);
     ``eot`` the gradient samples the attack averaged per step; ``source``
-    the classifier a transfer attack was made on.
+    the classifier a transfer attack was made on. ``draws`` is how often a
+    randomised defence scored the (adversarial) image, each time with its own
+    draws, the first being ``pred_defended_adv``'s; ``draws_correct`` how many
+    of them gave the label, and ``vote`` the class most of them gave (ties
+    to the first draw's): the worst case over the draws counts the image
+    only if ``draws_correct == draws``, the majority vote if ``vote ==
+    label`` (None in rows written before 0.9, and in error rows).
     """
 
     image: str
@@ -154,6 +163,9 @@ class ResultRow:
     nl2: float | None = None
     eot: int = 1
     source: str | None = None
+    draws: int = 1
+    draws_correct: int | None = None
+    vote: int | None = None
 
     @property
     def correct(self) -> bool:

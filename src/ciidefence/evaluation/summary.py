@@ -16,21 +16,10 @@ from typing import Any
 
 from ..attacks import ATTACKS, format_eps
 from ..defences.registry import DEFENCES
+from .draws import draws_cells, draws_markdown
+from .intervals import wilson_interval
 from .plan import SANITY_EPS, UNBOUNDED_EPS, convergence_points, threat_label
-from .store import Run, canonical_json, planned_models, read_run
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``correct / total``."""
-    if total == 0:
-        return (math.nan, math.nan)
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    # At 0 or all correct the bound is exactly p; rounding would put it a hair inside (3e-18 at 0 of 88).
-    low = 0.0 if correct == 0 else max(0.0, centre - half)
-    high = 1.0 if correct == total else min(1.0, centre + half)
-    return (low, high)
+from .store import ResultRow, Run, canonical_json, planned_models, read_run
 
 
 @dataclass(frozen=True)
@@ -503,6 +492,8 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
         table, run.images, checks_of_convergence)
     lines += ["", *convergence_markdown(checks_of_convergence)]
+    drawn = draws_markdown(draws_cells([ResultRow(**row) for row in rows]))
+    lines += ["", *drawn] if drawn else []
     lines += ["", *paper_layout(cells(rows, "paper"), rows)]
     lines += ["", "## Top-1 accuracy of each defence", "",
               "| defence | threat | attack | parameters | eps | top-1 | 95% CI | undefended top-1 on the same inputs "
@@ -840,6 +831,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "units_done": run.units_done,
         "units_total": run.units_total,
         "cells": [asdict(c) for c in table],
+        "draws": [asdict(c) for c in draws_cells([ResultRow(**row) for row in run.rows])],
         "sanity_checks": [asdict(c) for c in checks],
         "convergence": [{**asdict(c), "verdict": c.verdict, "converged": c.converged} for c in checks_of_convergence],
     }, indent=2))
