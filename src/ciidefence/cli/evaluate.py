@@ -182,9 +182,9 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
             if written is not None:
                 written.close()
         return
-    outcome = run_evaluation(evaluations, run_dir, resume, cluster, retry_errors, tqdm_progress)
-    if retry_errors:
-        warn(f"--retry-errors: {outcome.retried} batches that recorded errors ran again")
+    outcome = run_evaluation(evaluations, run_dir, resume, cluster, retry_errors, tqdm_progress,
+                             on_retry=lambda units: warn(f"--retry-errors: {units} batches that recorded errors run "
+                                                         f"again"))
     if outcome.failed:
         warn(f"{outcome.failed} images of some experiments recorded errors (see the summary); "
              f"rerun their batches with --resume --retry-errors")

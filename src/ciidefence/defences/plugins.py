@@ -2,7 +2,8 @@
 
 A plug-in defence is named ``package.module:factory`` (any importable module;
 ``factory`` may be a dotted attribute path), or by a name an installed package
-registers under the entry-point group :data:`ENTRY_POINT_GROUP`
+registers under the entry-point group
+:data:`~ciidefence.defences.registry.PLUGIN_GROUP`
 (``[project.entry-points."ciidefence.defences"] mine = "mypkg.defences:make"``).
 
 ``factory(classifier)`` returns an ``nn.Module`` mapping images ``(B, 3, H, W)``
@@ -11,9 +12,10 @@ in [0, 1] to images of the same shape and range, or an ART preprocessor
 attributes of what it returns tell the harness what it needs to know:
 
 ``randomised`` : bool
-    It draws random numbers; its ``forward`` then takes ``generator=`` (a
-    ``torch.Generator`` or one per image), so that every draw is seeded from
-    the unit's identity, EOT averages over draws and BPDA replays them.
+    It draws random numbers; its ``forward`` then takes ``generator=``, one
+    ``torch.Generator`` (or None) to draw from, so that every draw is seeded
+    from the unit's identity, EOT averages over draws and BPDA replays them.
+    The harness calls it image by image (:class:`PluginDefence`).
 ``differentiable_approximation(images, generator=None)`` : method
     A differentiable stand-in for BPDA, beside the identity.
 ``params`` : dict

@@ -37,13 +37,15 @@ class RunOutcome:
 
 
 def run_evaluation(evaluations: list[Evaluation], run_dir: str | Path, resume: bool = False, cluster=None,
-                   retry_errors: bool = False, progress: Callable[[int], ProgressBar] | None = None) -> RunOutcome:
+                   retry_errors: bool = False, progress: Callable[[int], ProgressBar] | None = None,
+                   on_retry: Callable[[int], None] | None = None) -> RunOutcome:
     """Run every pending unit of ``evaluations`` (one per model of one configuration, built and so checked) into
     ``run_dir``, here or on Ray with ``cluster`` (:class:`~ciidefence.evaluation.cluster.ClusterOptions`).
 
     With ``resume``, a run whose defences changed since its rows were
     written is refused; ``retry_errors`` first reruns the units that recorded
-    errors. ``progress(total_units)`` makes the bar.
+    errors (``on_retry(units)`` hears how many, before they run).
+    ``progress(total_units)`` makes the bar.
     """
     config, device = evaluations[0].config, evaluations[0].device
     if cluster is not None:
@@ -54,6 +56,8 @@ def run_evaluation(evaluations: list[Evaluation], run_dir: str | Path, resume: b
         for evaluation in evaluations:
             evaluation.check_resumable(store)
         retried = sum(evaluation.forget_failed(store) for evaluation in evaluations) if retry_errors else 0
+        if retry_errors and on_retry is not None:
+            on_retry(retried)
         if cluster is not None:
             from .cluster import run_on_ray
 
