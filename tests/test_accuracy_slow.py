@@ -24,6 +24,6 @@ def test_defence_keeps_most_clean_accuracy_on_100_shared_images(classifier):
             result = purify(load_image(path)[None], classifier)
             bare += int(result.evidence.logits.argmax()) == label
             defended += int(classifier(result.output).argmax()) == label
-    # measured 89 and 85 (docs/RESULTS.md); fail on a regression of the pipeline
+    # measured 89 and 85 (docs/JOURNAL.md); fail on a regression of the pipeline
     assert bare >= 85
     assert defended >= bare - 8

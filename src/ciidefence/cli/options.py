@@ -33,7 +33,7 @@ def split_names(text: str) -> tuple[str, ...]:
 
 _DEFENCE_OPTIONS = [
     click.option("--strength", type=click.Choice(STRENGTHS), default="balanced", show_default=True,
-                 help="CIIDefence's operating point (docs/RESULTS.md): light costs the least clean accuracy, strong "
+                 help="CIIDefence's operating point (docs/JOURNAL.md, issue 12): light costs the least clean accuracy, strong "
                       "resists the most; the options below, when given, override it. Their defaults shown are "
                       "balanced's."),
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,

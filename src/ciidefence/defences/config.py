@@ -46,7 +46,7 @@ class CIIDefenceConfig:
         ``"float32"`` or ``"bfloat16"``: the arithmetic of the ``"deepfill"``
         network (bfloat16 runs its convolutions under autocast: about twice
         as fast on CPUs with AMX or AVX-512 BF16 and on GPUs, fills within
-        0.01 dB of float32's; docs/RESULTS.md).
+        0.01 dB of float32's; docs/JOURNAL.md).
     sigma : float
         Noise level assumed by the wavelet shrinkage, for images in [0, 1].
     wavelet : str
@@ -164,7 +164,7 @@ STRENGTHS = ("light", "balanced", "strong")
 """Named operating points, by increasing robustness and clean cost; ``balanced`` is ``CIIDefenceConfig()``."""
 
 _STRENGTH_SETTINGS: dict[str, dict] = {
-    # Chosen by `ciid sweep` on the 500 shared images (docs/RESULTS.md, issue 12). On that grid (sigma up to
+    # Chosen by `ciid sweep` on the 500 shared images (docs/JOURNAL.md, issue 12). On that grid (sigma up to
     # 0.05) the rule for `strong` picks the same point as the rule for `balanced`.
     "light": {"half_width": 4, "sigma": 0.015},
     "balanced": {},
@@ -182,7 +182,7 @@ def strength_config(name: str) -> CIIDefenceConfig:
         points of the undefended classifier's; ``balanced`` (the default): the
         point of highest mean of clean and gray-box robust top-1; ``strong``:
         the most robust point with clean top-1 of at least 75%. Measured with
-        EfficientNet-Lite0 on the 500 shared images (docs/RESULTS.md).
+        EfficientNet-Lite0 on the 500 shared images (docs/JOURNAL.md).
 
     Raises
     ------

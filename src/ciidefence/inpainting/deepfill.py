@@ -18,7 +18,7 @@ The branches are concatenated and decoded to a correction of the coarse fill
 The coarse stage is either the paper's learned encoder-decoder with dilated
 convolutions (``coarse="network"``) or the torch-native harmonic fill
 (``coarse="harmonic"``), which has no parameters and keeps the whole model
-differentiable; docs/RESULTS.md has the measurement that chose between them.
+differentiable; docs/JOURNAL.md has the measurement that chose between them.
 
 The network works on windows around each hole (a hole and a margin as wide as
 the hole), so its cost follows the holes, not the image.

