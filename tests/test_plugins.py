@@ -55,6 +55,8 @@ def test_the_worked_example_runs_under_every_threat_from_the_command_line(tmp_pa
     assert ("jpeg", "bpda", "identity", 1) in found  # the same threats as a built-in defence
     summary = (run / "summary.md").read_text()
     assert PLAIN in summary and RANDOM in summary
+    for group in ("graybox", "adaptive", "transfer"):  # the attacker's figure, per threat model
+        assert f"worst case over every {group} attack" in summary
     with sqlite3.connect(run / "results.sqlite") as connection:
         stored = dict(connection.execute("SELECT DISTINCT defence, defence_config FROM results"))
     assert all(key in stored[PLAIN] for key in ('"quality":75', '"source_digest":', '"state_digest":'))

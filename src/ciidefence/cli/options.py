@@ -33,9 +33,10 @@ def split_names(text: str) -> tuple[str, ...]:
 
 _DEFENCE_OPTIONS = [
     click.option("--strength", type=click.Choice(STRENGTHS), default="balanced", show_default=True,
-                 help="CIIDefence's operating point (docs/JOURNAL.md, issue 12): light costs the least clean accuracy, strong "
-                      "resists the most; the options below, when given, override it. Their defaults shown are "
-                      "balanced's."),
+                 help="CIIDefence's operating point against a gray-box attacker (docs/JOURNAL.md, issue 12): light "
+                      "costs the least clean accuracy; strong is, for now, the same point as balanced (the sweep "
+                      "that chose them stopped at sigma 0.05). The options below, when given, override it; their "
+                      "defaults shown are balanced's."),
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
                  help="Top-ranking classes whose CAMs choose the regions."),
     click.option("--peaks", type=click.IntRange(1), default=_DEFAULTS.peaks, show_default=True,

@@ -10,7 +10,8 @@ from .evaluate import execute_run
 from .options import defence_options, parse_cluster, parse_shard, run_options, split_names
 from .session import CommandFailed, report_errors, warn
 
-DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")  # the grid of docs/JOURNAL.md, issue 12
+# the grid of docs/JOURNAL.md, issue 12
+DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8")
 
 
 @click.command()

@@ -34,7 +34,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -96,6 +96,8 @@ class PluginDefence(nn.Module):
     that no draw depends on how images are batched.
     """
 
+    inner: Any  # the plug-in's module, whatever attributes it declares
+
     def __init__(self, inner: nn.Module, name: str, randomised: bool) -> None:
         super().__init__()
         self.inner, self.name, self.randomised = inner, name, randomised
@@ -126,7 +128,7 @@ def _checked(out: object, images: torch.Tensor, name: str) -> torch.Tensor:
     return out
 
 
-def _probe(module: nn.Module, name: str, side: int) -> None:
+def _probe(module: PluginDefence, name: str, side: int) -> None:
     """Run the defence once on two seeded random images at the classifier's view; refuse what it gets wrong."""
     images = torch.rand(2, 3, side, side, generator=seeded_generator("plug-in probe", name))
     if module.randomised:

@@ -33,6 +33,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -239,11 +240,11 @@ class Job:
     """What the scheduler needs from one kind of run: how to start a worker, hand it a unit, make the result of
     a unit that failed on the cluster, write a result (on the driver), and name a unit on the progress bar."""
 
-    start_worker: Callable[[], object]
-    submit: Callable[[object, tuple], object]
-    failed: Callable[[tuple, str], object]
-    write: Callable[[tuple, object], None]
-    describe: Callable[[tuple], str]
+    start_worker: Callable[[], Any]
+    submit: Callable[[Any, Any], Any]
+    failed: Callable[[Any, str], Any]
+    write: Callable[[Any, Any], None]
+    describe: Callable[[Any], str]
 
 
 def _schedule(job: Job, units: list[tuple], options: ClusterOptions, workers: int, bar: ProgressBar | None) -> None:
@@ -257,7 +258,7 @@ def _schedule(job: Job, units: list[tuple], options: ClusterOptions, workers: in
     idle = list(actors)
     queue = list(units)
     attempts: dict[int, int] = {}
-    running: dict[object, tuple[int, object]] = {}
+    running: dict[Any, tuple[Any, Any]] = {}
     try:
         while queue or running:
             if not actors or (len(actors) < workers and ray.available_resources().get("CPU", 0) >= threads):

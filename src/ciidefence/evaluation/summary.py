@@ -20,6 +20,7 @@ from .draws import draws_cells, draws_markdown
 from .intervals import wilson_interval
 from .plan import SANITY_EPS, UNBOUNDED_EPS, convergence_points, threat_label
 from .store import ResultRow, Run, canonical_json, planned_models, read_run
+from .worst_case import THREAT_GROUPS, WorstCase, worst_cases
 
 
 @dataclass(frozen=True)
@@ -490,7 +491,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
     lines += [f"| {c.name} | **{c.status}** | {c.detail or '-'} |" for c in checks]
     checks_of_convergence = convergence(table, run.images)
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
-        table, run.images, checks_of_convergence)
+        table, run.images, checks_of_convergence, worst_cases(rows))
     lines += ["", *convergence_markdown(checks_of_convergence)]
     drawn = draws_markdown(draws_cells([ResultRow(**row) for row in rows]))
     lines += ["", *drawn] if drawn else []
@@ -583,8 +584,9 @@ _VERDICT_FLAGS = {"not converged": " (not converged)", "incomplete": " (converge
 
 
 def at_a_glance(table: list[Cell], total: int | None = None,
-                checks: list[Convergence] | None = None) -> list[str]:
-    """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell.
+                checks: list[Convergence] | None = None, worst: list[WorstCase] | None = None) -> list[str]:
+    """A Markdown table: a row per defence, a column per attack setting, top-1 in each cell; then, per threat
+    group of ``worst``, the share of images that survive every attack of the group (the attacker's figure).
 
     A BPDA cell whose convergence check (``checks``) is not "converged" is marked with its verdict.
     """
@@ -592,7 +594,10 @@ def at_a_glance(table: list[Cell], total: int | None = None,
                    if not c.converged}
     rows, columns, values, cost = pivot(table)
     titles = [_column_title(column) for column in columns]
-    header = ["defence", *titles, "defence ms/img"]
+    labels = defence_labels(table)
+    groups = [group for group in THREAT_GROUPS.values() if any(w.group == group for w in worst or [])]
+    attackers = {(labels.get((w.defence, w.defence_hash)), w.group): w for w in worst or []}
+    header = ["defence", *titles, *(f"worst case over every {group} attack" for group in groups), "defence ms/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         texts = []
@@ -604,10 +609,19 @@ def at_a_glance(table: list[Cell], total: int | None = None,
             verdict = unconverged.get((cell.defence, cell.approximation or "", cell.attack, cell.eps_label), "")
             texts.append(f"{_percent(cell.accuracy)}{' †' if cell.short_of(total) else ''}"
                          f"{_VERDICT_FLAGS.get(verdict, '')}")
+        for group in groups:
+            found = attackers.get((row, group))
+            texts.append("n/a" if found is None or not found.images else
+                         f"{_percent(found.accuracy)} of {found.images} ({found.attacks} attack"
+                         f"{'s' if found.attacks != 1 else ''})")
         lines.append("| " + " | ".join([row, *texts, f"{cost[row]:.1f}"]) + " |")
     images = sorted({c.images for c in values.values()})
     if images:
         lines += ["", f"n = {images[0]}" if len(images) == 1 else f"n = {images[0]} to {images[-1]} images per cell"]
+    if groups:
+        lines += ["", "The worst-case columns count an image only if the defence classifies it right under every "
+                      "attack and budget of that threat model in this run (the attacker keeps, per image, whichever "
+                      "attack works), over the images scored under all of them."]
     return lines
 
 
