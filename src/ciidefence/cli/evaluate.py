@@ -310,8 +310,11 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
 @click.option("--compare", "other_dir", type=click.Path(file_okay=False), default=None,
               help="Another run folder: print both tables side by side, with the significant differences marked, "
                    "and write RUN_DIR/compare.md.")
+@click.option("--html", is_flag=True,
+              help="Also write RUN_DIR/report.html: one self-contained page (no network) with the tables, the "
+                   "figures and a browser of every image's outcome, filtered by defence, attack and outcome.")
 @report_errors
-def report(run_dir, other_dir) -> None:
+def report(run_dir, other_dir, html) -> None:
     """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary (for a
     certification run, certify.md and its plot)."""
     from ..evaluation.certify_report import is_certification_run, write_certification_report
@@ -326,6 +329,12 @@ def report(run_dir, other_dir) -> None:
         click.echo(write_certification_report(run_dir)["certify.md"].read_text())
         return
     paths = write_report(run_dir)
+    if html:
+        from ..evaluation.html_report import write_html_report
+
+        page = write_html_report(run_dir, paths["summary.md"].read_text(),
+                                 [path for name, path in paths.items() if name.endswith(".png")])
+        warn(f"report in {page}")
     if other_dir is None:
         click.echo(paths["summary.md"].read_text())
         return
