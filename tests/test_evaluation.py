@@ -711,6 +711,25 @@ def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
     assert checks["restarts=1"].title == "PGD (L-inf) (restarts=1)"
 
 
+def test_two_configurations_of_one_defence_each_get_their_own_convergence_verdict():
+    from ciidefence.evaluation.summary import at_a_glance, convergence
+
+    def bpda(digest, steps, accuracy, purpose, model="m"):
+        return Cell(model, "ciid", digest, f"{model}-{digest}-{steps}", purpose, "pgd", json.dumps({"max_iter": steps}),
+                    4 / 255, "4/255", "bpda", "identity", 100, 0, int(100 * accuracy), accuracy, 0, 1, 0, 0, 0, 0, 0)
+
+    falling = [bpda("aaa", 50, 0.2, "main"), bpda("aaa", 10, 0.6, "convergence"), bpda("aaa", 20, 0.4, "convergence")]
+    flat = [bpda("bbb", 50, 0.0, "main"), bpda("bbb", 10, 0.0, "convergence"), bpda("bbb", 20, 0.0, "convergence")]
+    checks = {check.defence_hash: check for check in convergence(falling + flat)}
+    assert not checks["aaa"].converged and checks["bbb"].converged
+    glance = "\n".join(at_a_glance([falling[0], flat[0]], 100, list(checks.values())))
+    assert glance.count("(not converged)") == 1  # the sweep point whose attack still gains, not its neighbour
+    other_model = [bpda("aaa", steps, 0.0, purpose, model="m2") for steps, purpose in
+                   ((50, "main"), (10, "convergence"), (20, "convergence"))]
+    verdicts = {(check.model, check.defence_hash): check.converged for check in convergence(falling + other_model)}
+    assert verdicts == {("m", "aaa"): False, ("m2", "aaa"): True}
+
+
 def test_the_convergence_check_plans_more_steps_and_eot_samples_for_random_defences():
     from ciidefence.evaluation import RunConfig
 

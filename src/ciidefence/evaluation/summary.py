@@ -304,6 +304,15 @@ class Convergence:
     """The parameters that tell this attack from another check of the same setting (e.g. ``"restarts=0"``)."""
     partial: tuple[tuple[str, int], ...] = ()
     missing: tuple[tuple[str, int], ...] = ()
+    model: str = ""
+    defence_hash: str = ""
+    """With ``defence``, which classifier and which configuration of the defence (two sweep points, or two
+    classifiers, each have their own check)."""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What the check is of: (model, defence digest, approximation, attack, eps), as a cell names it."""
+        return (self.model, self.defence_hash, self.approximation, self.attack, self.eps_label)
 
     @property
     def title(self) -> str:
@@ -342,7 +351,7 @@ def convergence(table: list[Cell], images: int | None = None) -> list[Convergenc
         variants[setting].append(dict(others))
     found = []
     for (setting, others), members in groups.items():
-        _, defence, _, approximation, attack, eps_label = setting
+        model, defence, defence_hash, approximation, attack, eps_label = setting
         main = next((c for c in members if c.purpose == "main"), None)
         if main is None or not any(c.purpose == "convergence" for c in members):
             continue
@@ -357,7 +366,8 @@ def convergence(table: list[Cell], images: int | None = None) -> list[Convergenc
         found.append(Convergence(defence, approximation or "", attack, eps_label, main.images,
                                  [(x, c.accuracy) for x, c in sorted(points["steps"].items())],
                                  [(x, c.accuracy) for x, c in sorted(points["eot"].items())] if randomised else [],
-                                 _telling(dict(others), variants[setting]), partial, missing))
+                                 _telling(dict(others), variants[setting]), partial, missing, model,
+                                 defence_hash))
     return found
 
 
@@ -590,8 +600,8 @@ def at_a_glance(table: list[Cell], total: int | None = None,
 
     A BPDA cell whose convergence check (``checks``) is not "converged" is marked with its verdict.
     """
-    unconverged = {(c.defence, c.approximation, c.attack, c.eps_label): c.verdict for c in checks or []
-                   if not c.converged}
+    unconverged = {check.key: check.verdict for check in checks or []
+                   if not check.converged}
     rows, columns, values, cost = pivot(table)
     titles = [_column_title(column) for column in columns]
     labels = defence_labels(table)
@@ -606,7 +616,8 @@ def at_a_glance(table: list[Cell], total: int | None = None,
             if cell is None:
                 texts.append("n/a")
                 continue
-            verdict = unconverged.get((cell.defence, cell.approximation or "", cell.attack, cell.eps_label), "")
+            verdict = unconverged.get((cell.model, cell.defence_hash, cell.approximation or "", cell.attack,
+                                       cell.eps_label), "")
             texts.append(f"{_percent(cell.accuracy)}{' †' if cell.short_of(total) else ''}"
                          f"{_VERDICT_FLAGS.get(verdict, '')}")
         for group in groups:
