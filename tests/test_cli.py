@@ -37,6 +37,22 @@ def test_classify_json_compares_defences_and_reports_accuracy(sample_paths):
     assert document["accuracy"]["none"]["top1"] == document["accuracy"]["none"]["correct"] / 2
 
 
+def test_classify_with_an_attack_prints_what_each_defence_keeps_of_it(sample_paths):
+    result = ciid("classify", *sample_paths[:3], "--defence", "none,jpeg", "--labels", BUNDLED_SAMPLE / "labels.csv",
+                  "--attack", "pgd", "--eps", "4/255", "--json", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["attack"] == {"name": "pgd", "eps": 4 / 255, "threat": "graybox"}
+    clean, attacked = document["clean_accuracy"]["none"], document["accuracy"]["none"]
+    assert clean["images"] == attacked["images"] == 3 and clean["correct"] > 0 == attacked["correct"]
+    assert set(document["results"][0]["clean_predictions"]) == {"none", "jpeg"}
+    text = ciid("classify", *sample_paths[:1], "--defence", "none", "--labels", BUNDLED_SAMPLE / "labels.csv",
+                "--attack", "fgsm", "--threads", "1")
+    assert text.returncode == 0 and "clean 1/1 = 100.0%; under FGSM 4/255 (gray-box)" in text.stdout
+    bad = ciid("classify", *sample_paths[:1], "--attack", "pgd", "--eps", "2")
+    assert_one_line_error(bad, 2, "eps '2' must lie in (0, 1]")
+
+
 def test_classify_compares_rival_defences_and_purify_writes_one(tmp_path, sample_paths):
     result = ciid("classify", sample_paths[0], "--defence", "none,jpeg,pixel-deflection,ciid-k1", "--json")
     assert result.returncode == 0, result.stderr

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
+from ..attacks import ATTACKS, format_eps, parse_eps
 from ..defences.registry import DEFENCES, is_plugin
 from ..errors import ConfigError, ImageError
 from .options import common_options, defence_options, split_names
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 # OpenMP threads that spin-wait while another process holds a core made commands many times slower on shared
 # CPUs; passive waiting costs nothing measurable when the machine is idle. Set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+BUDGETED_ATTACKS = tuple(name for name, spec in ATTACKS.items() if spec.bounded)
+"""Attacks `classify --attack` takes: those with a budget (minimum-norm attacks have none to give)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -98,6 +102,26 @@ def _classify_one(
     return predictions
 
 
+def _attacked(classifier: Classifier, view: torch.Tensor, label: int | None, attack: str, eps: float, seed: int,
+              name: str) -> torch.Tensor:
+    """``view`` (at the classifier's view) under a gray-box ``attack`` made on the bare classifier: away from
+    ``label``, or from the classifier's own answer where the label is unknown; seeded by the image's name."""
+    import torch
+
+    from ..attacks import attack_params
+    from ..attacks.estimators import art_estimator
+    from ..attacks.generate import generate
+    from ..randomness import stable_seed
+
+    batch = view[None]
+    if label is None:
+        with torch.no_grad():
+            label = int(classifier(batch).argmax(1)[0])
+    adversarial = generate(art_estimator(classifier), attack, batch, torch.tensor([label]), eps,
+                           attack_params(attack), 1, stable_seed(seed, name, attack, eps))
+    return adversarial[0]
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--defence", "defence_text", default="ciid", show_default=True,
@@ -109,6 +133,12 @@ def _classify_one(
               help="CSV with columns file,class_index (as samples/labels.csv): shows each image's true class and "
                    "prints top-1 accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option("--attack", type=click.Choice(BUDGETED_ATTACKS), default=None,
+              help="Also attack each image, gray-box (made on the bare classifier, without knowing the defence), "
+                   "and classify it through each defence: both clean and attacked accuracy are printed. Images are "
+                   "then classified at the classifier's view, where the attack is made, as in `ciid evaluate`.")
+@click.option("--eps", "eps_text", default="4/255", show_default=True,
+              help="With --attack: its budget on images in [0, 1] (L-inf; L2 for the -l2 attacks).")
 @click.option("--smoothing-sigma", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True,
               help="With --defence smoothed: the noise level (pixels in [0, 1] at the classifier's view).")
 @click.option("--smoothing-front", default="learned", show_default=True,
@@ -124,19 +154,21 @@ def _classify_one(
 @defence_options
 @common_options
 @report_errors
-def classify(images, defence_text, top, labels, as_json, smoothing_sigma, smoothing_front, smoothing_n0,
-             smoothing_n, smoothing_alpha, config, model, checkpoint, random_weights, device, threads, seed,
-             max_pixels) -> None:
+def classify(images, defence_text, top, labels, as_json, attack, eps_text, smoothing_sigma, smoothing_front,
+             smoothing_n0, smoothing_n, smoothing_alpha, config, model, checkpoint, random_weights, device, threads,
+             seed, max_pixels) -> None:
     """Classify IMAGES, with or without a defence in front of the classifier.
 
     --defence smoothed answers with the smoothed classifier (Cohen et al.
     2019): a class and the L2 radius within which no perturbation can change
     it, or "abstain" where the noisy copies do not agree enough to certify
-    any class.
+    any class. --attack adds a gray-box attack on each image and prints what
+    each defence keeps of it.
     """
     from ..defences.registry import build_defence
     from ..images import find_images, load_image
 
+    eps = parse_eps(eps_text, upper=float("inf") if attack and ATTACKS[attack].norm == "2" else 1.0) if attack else None
     names = _parse_defences(defence_text)
     truth = _read_labels(labels)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
@@ -156,6 +188,11 @@ def classify(images, defence_text, top, labels, as_json, smoothing_sigma, smooth
     for path in progress(find_images(images), "classify"):
         try:
             image = load_image(path, max_pixels, classifier.view_side)
+            clean = None
+            if attack is not None:
+                image = classifier.prepare(image[None].to(next(classifier.parameters()).device))[0]
+                clean = _classify_one(classifier, image, defences, top, seed, path.name, smoothed)
+                image = _attacked(classifier, image, truth.get(path.name), attack, cast(float, eps), seed, path.name)
             predictions = _classify_one(classifier, image, defences, top, seed, path.name, smoothed)
             predictions = {name: predictions[name] for name in names}  # in the order asked for
         except ImageError as error:
@@ -166,12 +203,17 @@ def classify(images, defence_text, top, labels, as_json, smoothing_sigma, smooth
         results.append({"file": str(path), "label": label,
                         "label_name": classifier.class_name(label) if label is not None else None,
                         "predictions": predictions})
+        if clean is not None:
+            results[-1]["clean_predictions"] = {name: clean[name] for name in names}
         if not as_json:
             say(_prediction_text(results[-1]))
     accuracy = _accuracy(results, names)
+    clean_accuracy = _accuracy(results, names, "clean_predictions") if attack else None
     if as_json:
         document = {
             "model": classifier.name,
+            "attack": {"name": attack, "eps": eps, "threat": "graybox"} if attack else None,
+            "clean_accuracy": clean_accuracy,
             "defence_config": config.to_dict() if any(name in DEFENCES and DEFENCES[name].is_ciid
                                                       for name in names) else None,
             "results": results,
@@ -181,8 +223,14 @@ def classify(images, defence_text, top, labels, as_json, smoothing_sigma, smooth
         click.echo(json.dumps(document, indent=2))
     else:
         for name, counts in accuracy.items():
-            click.echo(f"top-1 accuracy, defence {name}: {counts['correct']}/{counts['images']} = "
-                       f"{100 * counts['top1']:.1f}%")
+            if clean_accuracy:
+                before = clean_accuracy[name]
+                click.echo(f"top-1 accuracy, defence {name}: clean {before['correct']}/{before['images']} = "
+                           f"{100 * before['top1']:.1f}%; under {ATTACKS[attack].title} {format_eps(eps)} "
+                           f"(gray-box) {counts['correct']}/{counts['images']} = {100 * counts['top1']:.1f}%")
+            else:
+                click.echo(f"top-1 accuracy, defence {name}: {counts['correct']}/{counts['images']} = "
+                           f"{100 * counts['top1']:.1f}%")
         if truth and accuracy and len(results) > next(iter(accuracy.values()))["images"]:
             unlabelled = len(results) - next(iter(accuracy.values()))["images"]
             click.echo(f"({unlabelled} of {len(results)} images have no label in {labels}: left out of the "
@@ -203,14 +251,15 @@ def _prediction_text(result: dict) -> str:
     return "\t".join(columns)
 
 
-def _accuracy(results: list[dict], defences: list[str]) -> dict[str, dict]:
-    """Per defence: ``correct``, ``images`` (those with a label) and ``top1`` (their ratio)."""
+def _accuracy(results: list[dict], defences: list[str], key: str = "predictions") -> dict[str, dict]:
+    """Per defence: ``correct``, ``images`` (those with a label) and ``top1`` (their ratio), of the
+    predictions under ``key``."""
     labelled = [r for r in results if r["label"] is not None]
     if not labelled:
         return {}
     found = {}
     for name in defences:
-        correct = sum(r["predictions"][name][0]["class"] == r["label"] for r in labelled)
+        correct = sum(r[key][name][0]["class"] == r["label"] for r in labelled)
         found[name] = {"correct": correct, "images": len(labelled), "top1": correct / len(labelled)}
     return found
 

@@ -88,11 +88,11 @@ def _thumbnails(config: dict | None, keys: list[str]) -> dict[str, str]:
         if item is None:
             continue
         try:
-            with Image.open(item.path) as image:
-                image = image.convert("RGB")
-                image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-                buffer = io.BytesIO()
-                image.save(buffer, "JPEG", quality=80)
+            with Image.open(item.path) as opened:
+                thumbnail = opened.convert("RGB")
+            thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            buffer = io.BytesIO()
+            thumbnail.save(buffer, "JPEG", quality=80)
         except OSError:
             continue
         found[key] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..attacks import attack_spec
 from ..attacks.estimators import art_estimator
+from ..attacks.generate import generate
 from ..defences.art import ARTPreprocessor
 from ..defences.registry import Defence, build_defence
 from ..errors import CIIDefenceError, ConfigError, one_line
@@ -29,7 +29,7 @@ from ..images import load_image
 from ..models import load_classifier
 from ..models.base import Classifier
 from ..progress import ProgressBar, tqdm_bar
-from ..randomness import global_seed, seeded_generator, stable_seed
+from ..randomness import seeded_generator, stable_seed
 from .data import LabelledImage, load_dataset
 from .lock import RunLock
 from .plan import Experiment, RunConfig
@@ -286,11 +286,8 @@ class Evaluation:
         eps: float | np.ndarray | None = experiment.eps
         if experiment.budget == "nl2" and experiment.eps is not None:  # each image's own L2 budget
             eps = experiment.eps * images.flatten(1).norm(dim=1).cpu().numpy().reshape(-1, 1, 1, 1)
-        attack = attack_spec(experiment.attack).build(estimator, eps, dict(experiment.params),
-                                                      self.config.batch_size)
-        with global_seed(self._seed(experiment.digest, "attack", *keys)):  # ART's random starts
-            adversarial = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
-        return torch.from_numpy(adversarial).to(self.device).clamp(0, 1)
+        return generate(estimator, experiment.attack, images, labels, eps, dict(experiment.params),
+                        self.config.batch_size, self._seed(experiment.digest, "attack", *keys))
 
     def _predict(self, images: torch.Tensor) -> list[int]:
         with torch.no_grad():
