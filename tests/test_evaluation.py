@@ -582,7 +582,7 @@ def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
 
 
 def test_the_difference_interval_marks_only_clear_differences():
-    from ciidefence.evaluation.summary import difference_interval
+    from ciidefence.evaluation.compare import difference_interval
 
     def cell_of(correct, total):
         low, high = wilson_interval(correct, total)
@@ -602,9 +602,12 @@ def test_report_compares_two_runs_side_by_side(data_dir, tmp_path):
     result = subprocess.run([*PYTHON_CIID, "report", str(tmp_path / "a"), "--compare", str(tmp_path / "b")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
-    assert "(+0.0)" in lines["none"]  # the same model on the same images
-    assert "n/a" in lines["jpeg"] and "n/a" in lines["median"]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| none")]
+    assert [(row[1], row[2]) for row in rows] == [("clean", "clean"), ("graybox", "FGSM")]  # matched by identity
+    assert all(row[7].startswith("+0.0 (") and row[8] == "no" for row in rows)  # the same model, the same images
+    assert "Only in A: jpeg " in result.stdout and "Only in B: median " in result.stdout
+    assert "| jpeg" not in result.stdout and "| median" not in result.stdout  # no half-empty rows
     assert (tmp_path / "a" / "compare.md").read_text().strip() == result.stdout.strip()
 
 

@@ -318,7 +318,8 @@ def report(run_dir, other_dir, html) -> None:
     """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary (for a
     certification run, certify.md and its plot)."""
     from ..evaluation.certify_report import is_certification_run, write_certification_report
-    from ..evaluation.summary import compare_markdown, write_report
+    from ..evaluation.compare import compare_markdown
+    from ..evaluation.summary import write_report
 
     for folder in (run_dir, other_dir):
         if folder is not None and not (Path(folder) / "results.sqlite").is_file():

@@ -260,11 +260,11 @@ MINIMUM_NORM_LEFT = 0.05
 """An attack without a budget (DeepFool, C&W) should fool nearly every image; above this share left it is too weak."""
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def _params_text(params: str) -> str:
+def params_text(params: str) -> str:
     values = json.loads(params)
     return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
 
@@ -390,7 +390,7 @@ def convergence_markdown(checks: list[Convergence]) -> list[str]:
     for c in checks:
         texts = {}
         for series in ("steps", "eot"):
-            points = [(x, f"{_percent(a)}{' †' if (series, x) in c.partial else ''}") for x, a in getattr(c, series)]
+            points = [(x, f"{percent(a)}{' †' if (series, x) in c.partial else ''}") for x, a in getattr(c, series)]
             points += [(x, "not run") for s, x in c.missing if s == series]
             texts[series] = ", ".join(f"{x}: {text}" for x, text in sorted(points)) or "-"
         verdict = c.verdict if c.converged else f"**{c.verdict}**"
@@ -516,9 +516,9 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
             continue
         attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
         lines.append(
-            f"| {labels[(c.defence, c.defence_hash)]} | {c.threat_label} | {attack} | {_params_text(c.attack_params)} "
-            f"| {c.eps_label} | {_percent(c.accuracy)} | {_percent(c.ci_low)}–{_percent(c.ci_high)} "
-            f"| {_percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_nl2:.4f} | {c.median_linf:.4f} "
+            f"| {labels[(c.defence, c.defence_hash)]} | {c.threat_label} | {attack} | {params_text(c.attack_params)} "
+            f"| {c.eps_label} | {percent(c.accuracy)} | {percent(c.ci_low)}–{percent(c.ci_high)} "
+            f"| {percent(c.undefended_accuracy)} | {c.median_l2:.3f} | {c.median_nl2:.4f} | {c.median_linf:.4f} "
             f"| {c.defence_ms:.1f} "
             f"| {c.images}{' †' if c.short_of(run.images) else ''} |"
         )
@@ -529,7 +529,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
     for c in {c.experiment: c for c in table}.values():
         attack = "clean" if c.threat == "clean" else ATTACKS[c.attack].title
         target = f" on {c.defence}" if c.threat == "bpda" else ""
-        lines.append(f"| {c.purpose} | {c.threat_label}{target} | {attack} | {_params_text(c.attack_params)} "
+        lines.append(f"| {c.purpose} | {c.threat_label}{target} | {attack} | {params_text(c.attack_params)} "
                      f"| {c.eps_label} | {c.eot} | {c.attack_seconds:.2f} | {c.images} |")
     return "\n".join(lines) + "\n"
 
@@ -618,12 +618,12 @@ def at_a_glance(table: list[Cell], total: int | None = None,
                 continue
             verdict = unconverged.get((cell.model, cell.defence_hash, cell.approximation or "", cell.attack,
                                        cell.eps_label), "")
-            texts.append(f"{_percent(cell.accuracy)}{' †' if cell.short_of(total) else ''}"
+            texts.append(f"{percent(cell.accuracy)}{' †' if cell.short_of(total) else ''}"
                          f"{_VERDICT_FLAGS.get(verdict, '')}")
         for group in groups:
             found = attackers.get((row, group))
             texts.append("n/a" if found is None or not found.images else
-                         f"{_percent(found.accuracy)} of {found.images} ({found.attacks} attack"
+                         f"{percent(found.accuracy)} of {found.images} ({found.attacks} attack"
                          f"{'s' if found.attacks != 1 else ''})")
         lines.append("| " + " | ".join([row, *texts, f"{cost[row]:.1f}"]) + " |")
     images = sorted({c.images for c in values.values()})
@@ -660,7 +660,7 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
         title = _column_title(column)
         if column != ("clean",) and shared and distances:
             title += f" (nl2 {distances.pop():.4f})"
-        texts = ["n/a" if c is None else _percent(c.accuracy) + (" †" if c.images < len(right) else "")
+        texts = ["n/a" if c is None else percent(c.accuracy) + (" †" if c.images < len(right) else "")
                  + ("" if shared else f" (nl2 {c.median_nl2:.4f})") for c in found]
         lines.append("| " + " | ".join([title, *texts]) + " |")
     return lines
@@ -825,7 +825,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         paths["summary.json"].write_text(json.dumps({"config": run.config, "complete": False, "cells": []}))
         paths["summary.csv"].write_text(",".join(Cell.__dataclass_fields__) + "\n")
         return paths
-    table = cells(run.rows, _protocol(run))
+    table = cells(run.rows, run_protocol(run))
     models = models_of(run)
     checks = sanity_checks(table, run.config, run.complete)
     if len(models) > 1:
@@ -872,14 +872,14 @@ def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
 
 
-def _protocol(run: Run) -> str:
+def run_protocol(run: Run) -> str:
     return run.config.get("protocol", "all") if run.config else "all"
 
 
 def glance_text(run_dir: str | Path) -> str:
     """What ``ciid evaluate`` prints at the end: progress, the sanity checks in one line each, the table."""
     run = read_run(run_dir)
-    table = cells(run.rows, _protocol(run))
+    table = cells(run.rows, run_protocol(run))
     lines = _progress_line(run, table)
     for model in models_of(run):
         own = [c for c in table if c.model == model]
@@ -892,58 +892,3 @@ def glance_text(run_dir: str | Path) -> str:
 
 __all__ = ["Cell", "Check", "at_a_glance", "cells", "format_eps", "glance_text", "sanity_checks", "wilson_interval",
            "write_report"]
-
-
-def difference_interval(a: Cell, b: Cell) -> tuple[float, float]:
-    """95% interval of ``a.accuracy - b.accuracy`` (Newcombe's hybrid score method, from the Wilson intervals).
-
-    Treats the two cells as independent samples, which is right for two
-    classifiers and conservative for two runs on the same images.
-    """
-    delta = a.accuracy - b.accuracy
-    low = delta - math.sqrt((a.accuracy - a.ci_low) ** 2 + (b.ci_high - b.accuracy) ** 2)
-    high = delta + math.sqrt((a.ci_high - a.accuracy) ** 2 + (b.accuracy - b.ci_low) ** 2)
-    return low, high
-
-
-def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
-    """Two runs' at-a-glance tables side by side: ``A / B`` per cell, ``*`` where the difference is significant.
-
-    A difference is marked when its 95% interval (:func:`difference_interval`)
-    excludes 0.
-    """
-    runs = [read_run(run_dir), read_run(other_dir)]
-    pivots = [pivot(cells(run.rows, _protocol(run))) for run in runs]
-    rows = list(dict.fromkeys(row for found in pivots for row in found[0]))
-    columns = list(dict.fromkeys(column for found in pivots for column in found[1]))
-
-    def cell(found, row, column) -> Cell | None:
-        _, own_columns, values, _ = found
-        return values.get((row, own_columns.index(column))) if column in own_columns else None
-
-    names = [f"A = `{run_dir}`", f"B = `{other_dir}`"]
-    lines = ["# Comparison", "", f"{names[0]} ({_describe(runs[0])}); {names[1]} ({_describe(runs[1])}).", "",
-             "Top-1 accuracy A / B; * marks a difference whose 95% interval (Newcombe) excludes 0.", "",
-             "| defence | " + " | ".join(_column_title(c) for c in columns) + " |",
-             "|" + "---|" * (len(columns) + 1)]
-    for row in rows:
-        texts = []
-        for column in columns:
-            a, b = (cell(found, row, column) for found in pivots)
-            if a is None or b is None:
-                texts.append(" / ".join(_percent(c.accuracy) if c else "n/a" for c in (a, b)))
-                continue
-            low, high = difference_interval(a, b)
-            mark = " *" if low > 0 or high < 0 else ""
-            texts.append(f"{_percent(a.accuracy)} / {_percent(b.accuracy)} ({100 * (a.accuracy - b.accuracy):+.1f}"
-                         f"{mark})")
-        lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _describe(run: Run) -> str:
-    if not run.config:
-        return "configuration not stored"
-    images = f"{run.images} images" if run.images is not None else "images: unknown"
-    return f"model {run.config['model']}, {images}, protocol {run.config.get('protocol', 'all')}" + (
-        "" if run.complete else f", incomplete: {run.units_done} of {run.units_total} batches")

@@ -1,0 +1,90 @@
+"""Two runs side by side (``ciid report RUN --compare OTHER``): each experiment both ran, matched by identity,
+with both figures, the difference and its interval."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..attacks import ATTACKS
+from .store import Run, read_run
+from .summary import Cell, cells, defence_labels, params_text, percent, run_protocol
+
+
+def difference_interval(a: Cell, b: Cell) -> tuple[float, float]:
+    """95% interval of ``a.accuracy - b.accuracy`` (Newcombe's hybrid score method, from the Wilson intervals).
+
+    Treats the two cells as independent samples, which is right for two
+    classifiers and conservative for two runs on the same images.
+    """
+    delta = a.accuracy - b.accuracy
+    low = delta - math.sqrt((a.accuracy - a.ci_low) ** 2 + (b.ci_high - b.accuracy) ** 2)
+    high = delta + math.sqrt((a.ci_high - a.accuracy) ** 2 + (b.accuracy - b.ci_low) ** 2)
+    return low, high
+
+
+def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
+    """The experiments both runs hold, one row each: A's and B's top-1, A - B with its 95% interval (Newcombe),
+    and whether that interval excludes 0; then what only one of them holds.
+
+    Cells are matched by identity: the defence's digest and the experiment's
+    (attack, parameters, budget, threat, approximation); by the model too
+    when both runs evaluated the same models, so that two classifiers can be
+    compared on the same experiments.
+    """
+    runs = [read_run(run_dir), read_run(other_dir)]
+    tables = [[c for c in cells(run.rows, run_protocol(run)) if c.in_table] for run in runs]
+    same_models = {c.model for c in tables[0]} == {c.model for c in tables[1]}
+    show_model = same_models and len({c.model for c in tables[0]}) > 1
+
+    def key(cell: Cell) -> tuple[str, str, str]:
+        return (cell.model if same_models else "", cell.defence_hash, cell.experiment)
+
+    found = [{key(c): c for c in table} for table in tables]
+    labels = defence_labels(tables[0] + tables[1])
+    lines = ["# Comparison", "", f"A = `{run_dir}` ({describe_run(runs[0])}); B = `{other_dir}` "
+             f"({describe_run(runs[1])}).", "",
+             "Top-1 accuracy of each experiment both runs hold (matched by the defence's and the experiment's "
+             "identity); **yes** where the 95% interval of A - B (Newcombe) excludes 0.", "",
+             "| defence | threat | attack | parameters | eps | A | B | A - B (95% interval) | differs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, a in found[0].items():
+        b = found[1].get(name)
+        if b is None:
+            continue
+        low, high = difference_interval(a, b)
+        lines.append(f"| {labels[(a.defence, a.defence_hash)]}{_model(a, show_model)} | {a.threat_label} "
+                     f"| {_attack(a)} | {params_text(a.attack_params)} | {a.eps_label} "
+                     f"| {percent(a.accuracy)} (n={a.images}) "
+                     f"| {percent(b.accuracy)} (n={b.images}) | {100 * (a.accuracy - b.accuracy):+.1f} "
+                     f"({100 * low:+.1f} to {100 * high:+.1f}) | {'**yes**' if low > 0 or high < 0 else 'no'} |")
+    for side, own, other in (("A", found[0], found[1]), ("B", found[1], found[0])):
+        alone = [c for name, c in own.items() if name not in other]
+        if alone:
+            more = f"; and {len(alone) - ONLY_LISTED} more" if len(alone) > ONLY_LISTED else ""
+            alone = alone[:ONLY_LISTED]
+            lines += ["", f"Only in {side}: " + "; ".join(
+                f"{labels[(c.defence, c.defence_hash)]}{_model(c, show_model)} {c.threat_label} {_attack(c)} "
+                f"{params_text(c.attack_params)} {c.eps_label} {percent(c.accuracy)}" for c in alone) + more + "."]
+    return "\n".join(lines) + "\n"
+
+
+ONLY_LISTED = 30
+"""Experiments of one run only, listed by name; the rest are counted."""
+
+
+def _attack(cell: Cell) -> str:
+    return "clean" if cell.threat == "clean" else ATTACKS[cell.attack].title
+
+
+def _model(cell: Cell, show: bool) -> str:
+    return f" ({cell.model})" if show else ""
+
+
+def describe_run(run: Run) -> str:
+    """The run in a line: model, images, protocol, and how far it got."""
+    if not run.config:
+        return "configuration not stored"
+    images = f"{run.images} images" if run.images is not None else "images: unknown"
+    return f"model {run.config['model']}, {images}, protocol {run.config.get('protocol', 'all')}" + (
+        "" if run.complete else f", incomplete: {run.units_done} of {run.units_total} batches")
