@@ -61,7 +61,8 @@ def test_sweep_command_scores_points_and_rivals_on_the_same_attacks(data_dir, tm
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "sweep.json").read_text())
     labels = [p["label"] for p in summary["points"]]
-    assert "none" in labels and "jpeg" in labels and sum(label.startswith("ciid@") for label in labels) == 3
+    assert "none" in labels and "jpeg" in labels and sum(label.startswith("ciid (") for label in labels) == 3
+    assert "ciid (regions=none, top_k=3)" in labels  # points named by the settings that tell them apart
     assert summary["operating_points"] and all(p["regions"] == "cam" for p in summary["operating_points"].values())
     assert all(set(p["robust"]) == {"fgsm 2/255"} for p in summary["points"])
     assert (out / "pareto.png").stat().st_size > 0

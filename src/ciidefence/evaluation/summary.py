@@ -65,6 +65,8 @@ class Cell:
     eot: int = 1
     source: str | None = None
     covered: int | None = None
+    defence_config: str = ""
+    """The defence's full parameters (JSON), by which tables tell apart two configurations of one defence."""
 
     @property
     def rows_covered(self) -> int:
@@ -140,6 +142,7 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
             next((r.get("eot", 1) for r in members), 1),
             next((r.get("source") for r in members), None),
             len(everything),
+            everything[0].get("defence_config", ""),
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}
@@ -565,13 +568,24 @@ def _column_title(column: tuple) -> str:
 
 
 def defence_labels(table: list[Cell]) -> dict[tuple[str, str], str]:
-    """A display label per (defence, hash): the name, or ``name@hash`` where a name has several hashes."""
-    hashes: dict[str, list[str]] = defaultdict(list)
+    """A display label per (defence, hash): the name, or, where a name has several configurations (a sweep's
+    points), the name and the parameters in which they differ (``ciid (sigma=0.03, top_k=1)``); ``name@hash``
+    where the parameters are not stored."""
+    configs: dict[str, dict[str, dict]] = defaultdict(dict)
     for c in table:
-        if c.defence_hash not in hashes[c.defence]:
-            hashes[c.defence].append(c.defence_hash)
-    return {(name, digest): name if len(found) == 1 else f"{name}@{digest[:6]}"
-            for name, found in hashes.items() for digest in found}
+        configs[c.defence].setdefault(c.defence_hash, json.loads(c.defence_config) if c.defence_config else {})
+    labels = {}
+    for name, found in configs.items():
+        differing = sorted({key for config in found.values() for key in config
+                            if any(config.get(key) != other.get(key) for other in found.values())})
+        for digest, config in found.items():
+            if len(found) == 1:
+                labels[(name, digest)] = name
+            elif differing and all(found.values()):
+                labels[(name, digest)] = f"{name} ({', '.join(f'{key}={config.get(key)}' for key in differing)})"
+            else:
+                labels[(name, digest)] = f"{name}@{digest[:6]}"
+    return labels
 
 
 def pivot(table: list[Cell]) -> tuple[list[str], list[tuple], dict[tuple[str, int], Cell], dict[str, float]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
 from .store import read_run
-from .summary import Cell, cells
+from .summary import Cell, cells, defence_labels
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
 CLEAN_TOLERANCE = 0.02
@@ -110,12 +110,13 @@ def scores(table: list[Cell], rows: list[dict]) -> list[Score]:
     for cell in table:
         if cell.in_table:
             by_hash.setdefault(cell.defence_hash, []).append(cell)
+    labels = defence_labels(table)
     found = []
     for digest, members in by_hash.items():
         clean = next((c.accuracy for c in members if c.threat == "clean"), float("nan"))
         robust = {f"{c.attack} {c.eps_label}": c.accuracy for c in members if c.threat == "graybox"}
         name = members[0].defence
-        label = name if name != "ciid" else f"ciid@{digest[:6]}"
+        label = labels[(name, digest)]
         found.append(Score(label, name, params.get(digest, {}), clean, robust,
                            statistics.fmean(c.defence_ms for c in members)))
     return found
