@@ -759,7 +759,8 @@ def eps_figure(table: list[Cell]) -> Any:
     Each defence has its own colour and marker; points are drawn only where
     measured, with 95% Wilson intervals as bands. The undefended model is dashed.
     A defence attacked at a single budget gets markers with error bars and no
-    line, since nothing between clean and that budget was measured.
+    line, since nothing between clean and that budget was measured, set a
+    little apart from the other defences' so that none hides another.
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -799,6 +800,8 @@ def eps_figure(table: list[Cell]) -> Any:
             else:  # one budget: a line to it from clean would draw values that were never measured
                 errors = [[y - 100 * c.ci_low for y, (_, c) in zip(ys, points, strict=True)],
                           [100 * c.ci_high - y for y, (_, c) in zip(ys, points, strict=True)]]
+                span = max(xs) or 1.0  # defences side by side at each x, so that none hides another
+                xs = [x + span * 0.03 * (index - (len(order) - 1) / 2) for x in xs]
                 line = axis.errorbar(xs, ys, yerr=errors, fmt=marker, ms=4, color=colour, capsize=2,
                                      mfc="none" if key[0] == "none" else colour, lw=1)
             handles.setdefault(labels[key], line)
