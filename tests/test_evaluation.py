@@ -20,7 +20,9 @@ from ciidefence import CIIDefence, ConfigError
 from ciidefence.attacks import attack_params, format_eps, parse_eps
 from ciidefence.defences.art import ARTPreprocessor
 from ciidefence.evaluation import load_dataset, wilson_interval
-from ciidefence.evaluation.summary import Cell, at_a_glance, pivot, sanity_checks
+from ciidefence.evaluation.cells import Cell, pivot
+from ciidefence.evaluation.checks import sanity_checks
+from ciidefence.evaluation.summary import at_a_glance
 from conftest import BUNDLED_SAMPLE, REPO
 
 PYTHON_CIID = [sys.executable, "-m", "ciidefence.cli.main"]
@@ -313,7 +315,7 @@ def test_wilson_interval():
 
 
 def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bars(tmp_path):
-    from ciidefence.evaluation.summary import eps_figure, plot
+    from ciidefence.evaluation.figures import eps_figure, plot
 
     attacked = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.0)
     other_variant = cell("ciid", "pgd", 4 / 255, "bpda-inpainter", 0.02, params='{"max_iter":50}')
@@ -327,7 +329,7 @@ def test_the_eps_plot_draws_a_defence_attacked_at_a_single_budget_with_error_bar
 
 
 def test_the_eps_plot_gives_normalised_l2_budgets_their_own_panel_and_axis():
-    from ciidefence.evaluation.summary import eps_figure
+    from ciidefence.evaluation.figures import eps_figure
 
     table = [cell(defence, "clean", None, "clean", 0.9) for defence in ("none", "ciid")]
     for defence in ("none", "ciid"):
@@ -342,7 +344,7 @@ def test_the_eps_plot_gives_normalised_l2_budgets_their_own_panel_and_axis():
 
 
 def test_the_eps_plot_draws_each_parameter_variant_of_an_attack_in_its_own_panel():
-    from ciidefence.evaluation.summary import eps_figure
+    from ciidefence.evaluation.figures import eps_figure
 
     table = [cell("ciid", "clean", None, "clean", 0.8)]
     table += [cell("ciid", "pgd", eps, "graybox", 0.5, params=f'{{"max_iter":10,"restarts":{restarts}}}')
@@ -423,7 +425,7 @@ def test_sanity_checks_leave_out_transfer_where_the_attacker_targeted_another_mo
 
 
 def test_heat_map_names_a_threat_shared_by_every_column_once_in_its_title():
-    from ciidefence.evaluation.summary import table_figure
+    from ciidefence.evaluation.figures import table_figure
 
     table = [cell("none", "clean", None, "clean", 0.89), transferred("none", "fgsm", 4 / 255, 0.68),
              transferred("none", "cw", None, 0.88), transferred("ciid", "fgsm", 4 / 255, 0.67)]
@@ -440,7 +442,7 @@ def test_heat_map_names_a_threat_shared_by_every_column_once_in_its_title():
 def test_heat_map_column_labels_do_not_overlap():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from ciidefence.evaluation.summary import table_figure
+    from ciidefence.evaluation.figures import table_figure
 
     table = [cell("none", "clean", None, "clean", 0.89)] + [
         cell("ciid", attack, 4 / 255, f"bpda-{approximation}", 0.0)
@@ -642,7 +644,7 @@ def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
 
 
 def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
-    from ciidefence.evaluation.summary import convergence, still_falling
+    from ciidefence.evaluation.checks import convergence, still_falling
 
     assert still_falling([0.50, 0.30, 0.10], 100)
     assert not still_falling([0.20, 0.20, 0.195], 200)  # one image: noise
@@ -663,7 +665,8 @@ def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():
 
 
 def test_a_convergence_check_with_a_partial_or_missing_point_is_incomplete_not_converged():
-    from ciidefence.evaluation.summary import at_a_glance, convergence, convergence_markdown
+    from ciidefence.evaluation.checks import convergence
+    from ciidefence.evaluation.summary import at_a_glance, convergence_markdown
 
     def bpda(steps, eot, images, purpose):
         return Cell("m", "pixel-deflection", "h", f"{steps}-{eot}", purpose, "pgd", json.dumps({"max_iter": steps}),
@@ -683,7 +686,8 @@ def test_a_convergence_check_with_a_partial_or_missing_point_is_incomplete_not_c
 
 
 def test_the_convergence_figure_has_an_eot_panel_only_when_a_randomised_defence_was_attacked():
-    from ciidefence.evaluation.summary import convergence, convergence_figure
+    from ciidefence.evaluation.checks import convergence
+    from ciidefence.evaluation.figures import convergence_figure
 
     def bpda(defence, steps, eot, purpose):
         return Cell("m", defence, "h", f"{defence}-{steps}-{eot}", purpose, "pgd", json.dumps({"max_iter": steps}),
@@ -699,7 +703,7 @@ def test_the_convergence_figure_has_an_eot_panel_only_when_a_randomised_defence_
 
 
 def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
-    from ciidefence.evaluation.summary import convergence
+    from ciidefence.evaluation.checks import convergence
 
     def bpda(steps, restarts, accuracy, purpose):
         params = json.dumps({"max_iter": steps, "restarts": restarts, "step_ratio": 0.25})
@@ -715,7 +719,8 @@ def test_a_convergence_series_never_mixes_an_attack_run_with_other_parameters():
 
 
 def test_two_configurations_of_one_defence_each_get_their_own_convergence_verdict():
-    from ciidefence.evaluation.summary import at_a_glance, convergence
+    from ciidefence.evaluation.checks import convergence
+    from ciidefence.evaluation.summary import at_a_glance
 
     def bpda(digest, steps, accuracy, purpose, model="m"):
         return Cell(model, "ciid", digest, f"{model}-{digest}-{steps}", purpose, "pgd", json.dumps({"max_iter": steps}),

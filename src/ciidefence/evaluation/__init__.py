@@ -14,7 +14,7 @@ _EXPORTS = {
     "ResultRow": ".store",
     "ResultStore": ".store",
     "read_run": ".store",
-    "sanity_checks": ".summary",
+    "sanity_checks": ".checks",
     "wilson_interval": ".intervals",
     "write_report": ".summary",
 }

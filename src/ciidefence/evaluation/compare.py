@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 
 from ..attacks import ATTACKS
+from .cells import Cell, cells, defence_labels, params_text, percent
 from .store import Run, read_run
-from .summary import Cell, cells, defence_labels, params_text, percent, run_protocol
+from .summary import run_protocol
 
 
 def difference_interval(a: Cell, b: Cell) -> tuple[float, float]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
+from .cells import Cell, cells, defence_labels
 from .store import read_run
-from .summary import Cell, cells, defence_labels
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
 CLEAN_TOLERANCE = 0.02
