@@ -66,14 +66,15 @@ def small_config(data, **changes):
     values = dict(data=str(data), labels=None, model="efficientnet_lite0", checkpoint=None, random_weights=False,
                   defences=("none", "random-resize-pad", "pixel-deflection", "ciid-random-boxes"), ciid={},
                   attacks=("fgsm", "pgd"), attack_overrides={"pgd": {"max_iter": "2", "restarts": "1"}},
-                  eps=(2 / 255,), limit=4, batch_size=2, sanity=False)
+                  eps=(2 / 255,), limit=4, batch_size=2, sanity=False, eval_draws=3)
     values.update(changes)
     return RunConfig(**values)
 
 
 def rows_of(store):
     return sorted((r["image"], r["defence_hash"], r["experiment"], r["pred_clean_defended"], r["pred_adv"],
-                   r["pred_defended_adv"], round(r["l2"], 5)) for r in store.rows())
+                   r["pred_defended_adv"], round(r["l2"], 5), r["draws"], r["draws_correct"], r["vote"])
+                  for r in store.rows())
 
 
 def test_a_run_in_another_order_writes_the_same_rows(data_dir, tmp_path):  # noqa: F811
