@@ -72,6 +72,8 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
         overrides.setdefault(attack, {})[key] = value
     return overrides
 
+_INSTALLED = sorted(registered_plugins())  # plug-in defences of installed packages, read once for --help
+
 
 @click.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
@@ -81,7 +83,7 @@ def _attack_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--defences", default="none,ciid", show_default=True,
               help=f"Any of: {', '.join(DEFENCES)}; or your own, as package.module:factory or a name an installed "
                    f"package registers under the entry points '{PLUGIN_GROUP}' (docs/PLUGINS.md)"
-                   + (f"; installed: {', '.join(sorted(registered_plugins()))}." if registered_plugins() else "."))
+                   + (f"; installed: {', '.join(_INSTALLED)}." if _INSTALLED else "."))
 @click.option("--attacks", default=DEFAULT_ATTACKS, show_default=True, help=f"Any of: {', '.join(ATTACKS)}.")
 @click.option("--eps", "eps_text", default="2/255,4/255", show_default=True,
               help="L-inf budgets for bounded attacks (fractions allowed).")
