@@ -153,7 +153,7 @@ def _dry_run(certification, written=None, cluster=None) -> None:
 
         connect(cluster.address)
         cpus = cluster_cpus()
-        workers = cluster.workers or max(1, cpus // cluster.threads_per_worker)
+        workers = cluster.worker_count(cpus)
         core_seconds = total * torch.get_num_threads()
         click.echo(f"ray: {core_seconds / 3600:.2f} core-hours (measured with {torch.get_num_threads()} threads "
                    f"here); about {duration(core_seconds / min(cpus, workers * cluster.threads_per_worker))} with "

@@ -297,7 +297,7 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
         core_seconds = total * threads + measured_total * cluster.threads_per_worker
         connect(cluster.address)
         cpus = cluster_cpus()
-        workers = cluster.workers or max(1, cpus // cluster.threads_per_worker)
+        workers = cluster.worker_count(cpus)
         used = min(cpus, workers * cluster.threads_per_worker)
         click.echo(f"ray: {len(evaluation.units())} units of up to {evaluation.config.batch_size} images; "
                    f"{core_seconds / 3600:.2f} core-hours (parts measured with {threads} threads here"

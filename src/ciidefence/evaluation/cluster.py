@@ -78,6 +78,17 @@ class ClusterOptions:
         if self.threads_per_worker < 1 or (self.workers is not None and self.workers < 1):
             raise ConfigError("--workers and --threads-per-worker must be positive")
 
+    def worker_count(self, cpus: int) -> int:
+        """The actors to start on a cluster of ``cpus`` CPUs: ``workers``, or one per ``threads_per_worker``."""
+        return self.workers or max(1, cpus // self.threads_per_worker)
+
+    def actor_class(self, cls: type):
+        """``cls`` as a Ray actor class holding ``threads_per_worker`` CPUs, never restarted by Ray (the
+        scheduler replaces dead workers itself)."""
+        import ray
+
+        return ray.remote(num_cpus=self.threads_per_worker, max_restarts=0, max_task_retries=0)(cls)
+
 
 class Worker:
     """The state a Ray actor keeps: one model's evaluation, built once."""
@@ -143,11 +154,10 @@ def run_on_ray(evaluations: list[Evaluation], store: ResultStore, options: Clust
 
     ``progress(total_units)`` makes one bar over the whole cluster.
     """
-    import ray
 
     connect(options.address)
-    workers = options.workers or max(1, cluster_cpus() // options.threads_per_worker)
-    actor_class = ray.remote(num_cpus=options.threads_per_worker, max_restarts=0, max_task_retries=0)(Worker)
+    workers = options.worker_count(cluster_cpus())
+    actor_class = options.actor_class(Worker)
     pending = [(evaluation, unit) for evaluation in evaluations for unit in evaluation.pending(store)]
     total = sum(len(evaluation.units()) for evaluation in evaluations)
     bar = progress(len(pending)) if progress else None
@@ -205,11 +215,10 @@ def certify_on_ray(certification, store: ResultStore, options: ClusterOptions, d
     seed, model, σ and image), so a Ray run certifies the radii a local run
     does.
     """
-    import ray
 
     connect(options.address)
-    workers = options.workers or max(1, cluster_cpus() // options.threads_per_worker)
-    actor_class = ray.remote(num_cpus=options.threads_per_worker, max_restarts=0, max_task_retries=0)(CertifyWorker)
+    workers = options.worker_count(cluster_cpus())
+    actor_class = options.actor_class(CertifyWorker)
     config = certification.config.located()
     model = certification.classifier.name
     units = certification.pending(store)

@@ -20,6 +20,7 @@ same cap and checked to hold only the project's tables.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import lzma
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from ..errors import CIIDefenceError
 from ..files import write_atomically
-from .store import COLUMNS, SCHEMA, ResultStore
+from .store import COLUMNS, SCHEMA, ResultRow, ResultStore
 
 FORMAT = "ciidefence-run-pack"
 VERSION = 2
@@ -53,7 +54,8 @@ DEFENCE_FIELDS = ("defence_hash", "defence", "defence_config")
 RESULT_FIELDS = tuple(c for c in COLUMNS if c in ("experiment", "defence_hash")
                       or (c not in EXPERIMENT_FIELDS and c not in DEFENCE_FIELDS))
 """What the result segments hold of each row: the image's own outcome and the two digests."""
-DRAW_FIELDS = {"draws": 1, "draws_correct": None, "vote": None}
+DRAW_FIELDS = {field.name: field.default for field in dataclasses.fields(ResultRow)
+               if field.name in ("draws", "draws_correct", "vote")}
 """Result fields added after the first packs, with the values that describe rows written before them."""
 OLDER_RESULT_FIELDS = tuple(c for c in RESULT_FIELDS if c not in DRAW_FIELDS)
 """The result segments' columns in packs written before :data:`DRAW_FIELDS`; they unpack with those defaults."""
