@@ -92,6 +92,16 @@ def test_explain_writes_a_figure(tmp_path, sample_paths):
     assert result.returncode == 0, result.stderr
     width, height = Image.open(tmp_path / "fig.png").size
     assert width > 1000 and height > 500
+    assert "undefended: tench" in result.stderr
+
+
+def test_explain_draws_an_adversarial_image(tmp_path, sample_paths):
+    result = ciid("explain", sample_paths[0], "--out", tmp_path / "adv.png", "--top-k", "2", "--attack", "pgd",
+                  "--eps", "4/255", "--label", "0", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "under PGD (L-inf) 4/255 (gray-box, at the classifier's view)" in result.stderr
+    assert "undefended: tench" not in result.stderr  # the attack moved the bare classifier off the true class
+    assert Image.open(tmp_path / "adv.png").size[0] > 1000
 
 
 @pytest.mark.parametrize("args,code,text", [
@@ -108,6 +118,8 @@ def test_explain_writes_a_figure(tmp_path, sample_paths):
     (["purify", "IMAGE", "--out", "OUT", "--defence", "none"], 2, "'none' is not one of"),
     (["explain", "IMAGE", "--out", "OUT/f.png", "--regions", "random"], 2, "use --regions cam"),
     (["explain", "IMAGE", "--out", "OUT/f.txt"], 2, "a figure file ends in .png, .pdf, .svg"),
+    (["explain", "IMAGE", "--out", "OUT/f.png", "--label", "3"], 2, "give --attack too"),
+    (["explain", "IMAGE", "--out", "OUT/f.png", "--attack", "pgd", "--eps", "9"], 2, "eps '9' must lie in (0, 1]"),
     (["classify", "OUT"], 2, "holds no image files"),
     (["classify", "IMAGE", "--threads", "100000"], 2, "100000 is not in the range 1<=x<=1024"),
     (["classify", "IMAGE", "--seed", "100000000000000000000000"], 2, "is not in the range 0<=x<="),

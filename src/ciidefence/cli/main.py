@@ -27,7 +27,25 @@ if TYPE_CHECKING:
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 BUDGETED_ATTACKS = tuple(name for name, spec in ATTACKS.items() if spec.bounded)
-"""Attacks `classify --attack` takes: those with a budget (minimum-norm attacks have none to give)."""
+"""Attacks `classify --attack` and `explain --attack` take: those with a budget (minimum-norm attacks have none to
+give)."""
+
+
+def attack_options(what: str):
+    """``--attack`` (its help: ``what``) and ``--eps``, the gray-box attack of ``classify`` and ``explain``."""
+    def decorate(command):
+        command = click.option("--eps", "eps_text", default="4/255", show_default=True,
+                               help="With --attack: its budget on images in [0, 1] (L-inf; L2 for the -l2 "
+                                    "attacks).")(command)
+        return click.option("--attack", type=click.Choice(BUDGETED_ATTACKS), default=None, help=what)(command)
+    return decorate
+
+
+def _attack_budget(attack: str | None, eps_text: str) -> float | None:
+    """``--eps`` read for ``--attack`` (None without one): at most 1 for L-inf attacks."""
+    if attack is None:
+        return None
+    return parse_eps(eps_text, upper=float("inf") if ATTACKS[attack].norm == "2" else 1.0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -133,12 +151,9 @@ def _attacked(classifier: Classifier, view: torch.Tensor, label: int | None, att
               help="CSV with columns file,class_index (as samples/labels.csv): shows each image's true class and "
                    "prints top-1 accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-@click.option("--attack", type=click.Choice(BUDGETED_ATTACKS), default=None,
-              help="Also attack each image, gray-box (made on the bare classifier, without knowing the defence), "
-                   "and classify it through each defence: both clean and attacked accuracy are printed. Images are "
-                   "then classified at the classifier's view, where the attack is made, as in `ciid evaluate`.")
-@click.option("--eps", "eps_text", default="4/255", show_default=True,
-              help="With --attack: its budget on images in [0, 1] (L-inf; L2 for the -l2 attacks).")
+@attack_options("Also attack each image, gray-box (made on the bare classifier, without knowing the defence), and "
+                "classify it through each defence: both clean and attacked accuracy are printed. Images are then "
+                "classified at the classifier's view, where the attack is made, as in `ciid evaluate`.")
 @click.option("--smoothing-sigma", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True,
               help="With --defence smoothed: the noise level (pixels in [0, 1] at the classifier's view).")
 @click.option("--smoothing-front", default="learned", show_default=True,
@@ -168,7 +183,7 @@ def classify(images, defence_text, top, labels, as_json, attack, eps_text, smoot
     from ..defences.registry import build_defence
     from ..images import find_images, load_image
 
-    eps = parse_eps(eps_text, upper=float("inf") if attack and ATTACKS[attack].norm == "2" else 1.0) if attack else None
+    eps = _attack_budget(attack, eps_text)
     names = _parse_defences(defence_text)
     truth = _read_labels(labels)
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
@@ -355,16 +370,26 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 @click.argument("image", type=click.Path())
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Figure file (.png, .pdf or .svg).")
+@attack_options("Draw the figure for IMAGE under this gray-box attack (made on the bare classifier, at its view, "
+                "away from --label or else from the classifier's own answer): what CIIDefence sees and does when "
+                "attacked.")
+@click.option("--label", type=click.IntRange(0, 999), default=None,
+              help="With --attack: IMAGE's true class index, which the attack moves away from.")
 @defence_options
 @common_options
 @report_errors
-def explain(image, out_path, config, model, checkpoint, random_weights, device, threads, seed, max_pixels) -> None:
+def explain(image, out_path, attack, eps_text, label, config, model, checkpoint, random_weights, device, threads,
+            seed, max_pixels) -> None:
     """Draw every step of CIIDefence on IMAGE into one figure."""
     import torch
 
     from ..defences.ciid import purify
     from ..images import load_image
     from .explain import explain_figure
+
+    eps = _attack_budget(attack, eps_text)
+    if label is not None and attack is None:
+        raise CommandFailed("--label is the class --attack moves away from: give --attack too", exit_code=2)
 
     if config.regions != "cam":
         raise CommandFailed("explain draws the CAM-selected regions; use --regions cam", exit_code=2)
@@ -376,12 +401,19 @@ def explain(image, out_path, config, model, checkpoint, random_weights, device, 
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
     config.check_coverage(classifier.input_size)
     batch = load_image(image, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
+    title = Path(image).name
+    if attack is not None:
+        batch = _attacked(classifier, classifier.prepare(batch)[0], label, attack, cast(float, eps), seed,
+                          Path(image).name)[None]
+        title += f" under {ATTACKS[attack].title} {format_eps(eps)} (gray-box, at the classifier's view)"
     purification = purify(batch, classifier, config)
     with torch.no_grad():
         defended_logits = classifier(purification.output)[0]
-    figure = explain_figure(classifier, batch[0], purification, defended_logits, config, title=Path(image).name)
+    figure = explain_figure(classifier, batch[0], purification, defended_logits, config, title=title)
     figure.savefig(out_path, dpi=150, bbox_inches="tight")
-    warn(f"wrote {out_path}")
+    before, after = (classifier.class_name(int(logits.argmax())) for logits in
+                     (purification.evidence.logits[0], defended_logits))
+    warn(f"wrote {out_path}: {title}; undefended: {before}, CIIDefence: {after}")
 
 
 from .certify import certify  # noqa: E402
