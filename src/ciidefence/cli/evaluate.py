@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,8 +134,9 @@ def evaluate(context, preset, **options) -> None:
 def _evaluate(data, labels, models, checkpoint, random_weights, defences, attacks, eps_text, eps_l2_text, eps_nl2_text,
               threat_text, approx_text, bpda_attacks_text, bpda_eps_text, eot_samples, eval_draws, transfer_text,
               convergence,
-              attack_param, limit, batch_size, run_dir, resume, retry_errors, dry_run, shard_text, ray_address, workers,
-              threads_per_worker, ship_data, no_sanity, protocol, device, threads, seed, max_pixels, config) -> None:
+              attack_param, limit, batch_size, resolution, run_dir, resume, retry_errors, dry_run, shard_text,
+              ray_address, workers, threads_per_worker, ship_data, no_sanity, protocol, device, threads, seed,
+              max_pixels, config) -> None:
     from ..evaluation.plan import RunConfig
 
     run_config = RunConfig(
@@ -153,7 +153,7 @@ def _evaluate(data, labels, models, checkpoint, random_weights, defences, attack
         eot_samples=eot_samples, eval_draws=eval_draws,
         limit=limit, batch_size=batch_size, seed=seed, sanity=not no_sanity, max_pixels=max_pixels,
         protocol=protocol, convergence=convergence, transfer_from=split_names(transfer_text),
-        shard=parse_shard(shard_text),
+        shard=parse_shard(shard_text), resolution=resolution,
     )
     cluster = parse_cluster(ray_address, workers, threads_per_worker, ship_data)
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="evaluate", cluster=cluster,
@@ -205,106 +205,44 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
 
 
 def _dry_run(evaluation, cluster=None, written=None) -> None:
-    """Print the experiments, their gradient evaluations, and a time estimate from a short measurement.
+    """Print the experiments, their gradient evaluations, and a time estimate from a short measurement
+    (:func:`~ciidefence.evaluation.estimate.estimate`); with ``written`` (the store of a run being resumed),
+    what is left; with ``cluster`` (``--ray``), also the units, the core-hours and the wall time there."""
+    from ..evaluation.estimate import cluster_estimate, estimate
 
-    The estimate adds up measured parts (gradients, predictions, defences),
-    so it leaves out image loading, ART's overhead and how many steps each
-    attack really takes. With ``written``
-    (the store of a run being resumed), only what is left of each experiment
-    is counted, and an experiment that has rows is timed by its own measured
-    seconds per image instead (marked ``measured``), taken at the threads per
-    process it ran with. With ``cluster`` (``--ray``), also the units, the
-    core-hours and the wall time on the cluster's CPUs and on ``--workers``
-    actors, assuming the per-image costs scale with cores.
-    """
-    from collections import Counter
-
-    import torch
-
-    left: Counter[str] | None = None
-    measured: dict[str, float] = {}
-    if written is not None:
-        left = Counter()
-        for experiment, _, batch in evaluation.pending(written):
-            left[experiment.digest] += len(batch)
-        measured = written.seconds_per_image(evaluation.classifier.name)
-
-    images = len(evaluation.images)
-    batch = evaluation.batches()[0]
-    views = torch.stack([view for view in map(evaluation.view, batch)
-                         if isinstance(view, torch.Tensor)]).to(evaluation.device)
-    classifier = evaluation.classifier
-
-    def gradient() -> None:
-        leaf = views.clone().requires_grad_(True)
-        torch.nn.functional.cross_entropy(classifier(leaf), torch.zeros(len(views), dtype=torch.long)).backward()
-
-    def seconds_per_image(function) -> float:
-        function()  # warm-up: the first call sets up kernels
-        started = time.perf_counter()
-        function()
-        return (time.perf_counter() - started) / len(batch)
-
-    def forward() -> None:
-        with torch.no_grad():
-            classifier(views)
-
-    gradient_seconds = seconds_per_image(gradient)
-    forward_seconds = seconds_per_image(forward)
-    cost = {defence.digest: seconds_per_image(lambda d=defence: d(views)) for defence in evaluation.defences.values()}
-    cost[evaluation.undefended.digest] = 0.0
-    click.echo(f"plan: {images} images, model {classifier.name}; measured {1000 * gradient_seconds:.0f} ms per "
-               f"gradient and {1000 * forward_seconds:.0f} ms per prediction per image, and per image for each "
-               f"defence: " + ", ".join(f"{key} {1000 * cost[d.digest]:.0f} ms"
-                                        for key, d in evaluation.defences.items()))
-    total = measured_total = 0.0
-    for experiment in evaluation.experiments:
-        steps, per_step = 0.0, gradient_seconds
-        if experiment.threat != "clean":
-            steps = attack_spec(experiment.attack).gradients(dict(experiment.params))
-        if experiment.approximation:
-            defence = evaluation.defences[experiment.target]
-            steps *= experiment.eot
-            per_step += cost[defence.digest]
-        # the adversarial images' prediction, then each defence (each of its draws) and the prediction on it
-        scored = forward_seconds + sum((cost[d.digest] + (0.0 if d.identity else forward_seconds))
-                                       * (evaluation.config.eval_draws if d.randomised else 1)
-                                       for d in evaluation.scored_defences(experiment))
-        todo = images if left is None else left[experiment.digest]
-        if experiment.digest in measured:
-            seconds = todo * measured[experiment.digest]
-            measured_total += seconds
-        else:
-            seconds = todo * (steps * per_step + scored)
-            total += seconds
-        click.echo(f"  {experiment.describe():48s} {experiment.purpose:6s} ~{steps:5.0f} gradients/img  "
-                   f"~{duration(seconds):>8s}" + ("" if left is None else f"  ({todo} of {images} images left)")
-                   + ("  measured" if experiment.digest in measured else ""))
-    label = "total" if left is None else "time left"
-    if measured:
-        click.echo(f"estimated {label}: {duration(total + measured_total)} ({duration(measured_total)} of it from "
-                   f"the seconds per image this run measured; the rest from measured parts, which add up to less "
-                   f"than a run takes)")
+    found = estimate(evaluation, written)
+    parts = found.parts
+    click.echo(f"plan: {found.images} images, model {evaluation.classifier.name}; measured "
+               f"{1000 * parts.gradient:.0f} ms per gradient and {1000 * parts.prediction:.0f} ms per prediction per "
+               f"image, and per image for each defence: "
+               + ", ".join(f"{key} {1000 * parts.defences[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
+    for cost in found.experiments:
+        click.echo(f"  {cost.experiment.describe():48s} {cost.experiment.purpose:6s} ~{cost.gradients:5.0f} "
+                   f"gradients/img  ~{duration(cost.seconds):>8s}"
+                   + (f"  ({cost.images} of {found.images} images left)" if found.resumed else "")
+                   + ("  measured" if cost.measured else ""))
+    label = "time left" if found.resumed else "total"
+    if found.from_measurements:
+        click.echo(f"estimated {label}: {duration(found.from_parts + found.from_measurements)} "
+                   f"({duration(found.from_measurements)} of it from the seconds per image this run measured; the "
+                   f"rest from measured parts, which add up to less than a run takes)")
     else:
-        click.echo(f"estimated {label}: {duration(total)} (meant as a lower bound: it adds up measured parts and "
-                   f"leaves out image loading, ART's overhead and how many steps each attack really takes; on an "
-                   f"idle machine experiments have taken 0.9 to 1.7 times it, and another heavy job beside the run "
-                   f"slows it several times more)")
+        click.echo(f"estimated {label}: {duration(found.from_parts)} (meant as a lower bound: it adds up measured "
+                   f"parts and leaves out image loading, ART's overhead and how many steps each attack really takes; "
+                   f"on an idle machine experiments have taken 0.9 to 1.7 times it, and another heavy job beside the "
+                   f"run slows it several times more)")
     if cluster is not None:
         from ..evaluation.cluster import cluster_cpus, connect
 
-        threads = torch.get_num_threads()
-        core_seconds = total * threads + measured_total * cluster.threads_per_worker
         connect(cluster.address)
         cpus = cluster_cpus()
-        workers = cluster.worker_count(cpus)
-        used = min(cpus, workers * cluster.threads_per_worker)
-        click.echo(f"ray: {len(evaluation.units())} units of up to {evaluation.config.batch_size} images; "
-                   f"{core_seconds / 3600:.2f} core-hours (parts measured with {threads} threads here"
-                   + (f", the run's own seconds at {cluster.threads_per_worker} per worker" if measured else "") + "); "
-                   f"about {duration(core_seconds / cpus)} on the cluster's {cpus} CPUs, "
-                   f"{duration(core_seconds / used)} with {workers} workers x {cluster.threads_per_worker} threads")
-
+        on = cluster_estimate(evaluation, found, cpus, cluster.worker_count(cpus), cluster.threads_per_worker)
+        click.echo(f"ray: {on.units} units of up to {evaluation.config.batch_size} images; {on.core_hours:.2f} "
+                   f"core-hours (parts measured with {on.threads_here} threads here"
+                   + (f", the run's own seconds at {on.threads_per_worker} per worker" if found.from_measurements
+                      else "") + "); "
+                   f"about {duration(on.on_all_cpus)} on the cluster's {cpus} CPUs, "
+                   f"{duration(on.on_workers)} with {on.workers} workers x {on.threads_per_worker} threads")
 
 
 @click.command()

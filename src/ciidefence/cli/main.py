@@ -408,11 +408,10 @@ def explain(image, out_path, attack, eps_text, label, config, model, checkpoint,
         title += f" under {ATTACKS[attack].title} {format_eps(eps)} (gray-box, at the classifier's view)"
     purification = purify(batch, classifier, config)
     with torch.no_grad():
-        defended_logits = classifier(purification.output)[0]
+        undefended_logits, defended_logits = classifier(batch)[0], classifier(purification.output)[0]
     figure = explain_figure(classifier, batch[0], purification, defended_logits, config, title=title)
     figure.savefig(out_path, dpi=150, bbox_inches="tight")
-    before, after = (classifier.class_name(int(logits.argmax())) for logits in
-                     (purification.evidence.logits[0], defended_logits))
+    before, after = (classifier.class_name(int(logits.argmax())) for logits in (undefended_logits, defended_logits))
     warn(f"wrote {out_path}: {title}; undefended: {before}, CIIDefence: {after}")
 
 

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from ..defences.config import STRENGTHS, CIIDefenceConfig, strength_config
 from ..denoising import THRESHOLDS, WAVELET_BACKENDS
 from ..errors import ConfigError
+from ..evaluation.plan import RESOLUTIONS
 from ..fusion import FUSIONS
 from ..images import DEFAULT_MAX_PIXELS
 from ..inpainting import INPAINTER_PRECISIONS, INPAINTERS
@@ -173,6 +174,10 @@ _RUN_OPTIONS = [
     click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images."),
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
                  help="Images per attack batch; 8 is fastest per image on a 2-core CPU."),
+    click.option("--resolution", type=click.Choice(RESOLUTIONS), default="view", show_default=True,
+                 help="view: attack and defend the classifier's 224 px view of each image (the paper's protocol); "
+                      "full: each image at its own resolution, as `ciid classify` and `purify` defend it, the attack "
+                      "made through the classifier's resize (slower: images of one size are batched together)."),
     click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
                  help="Run folder (created; never overwritten)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),

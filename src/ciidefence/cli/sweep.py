@@ -29,8 +29,8 @@ DEFAULT_GRID = ("sigma=0.015,0.02,0.025,0.03,0.04", "top_k=1,3", "half_width=4,8
 @defence_options
 @report_errors
 def sweep(data, labels, models, checkpoint, random_weights, grid_specs, point_specs, samples, rivals, attacks,
-          eps_text, limit, batch_size, run_dir, resume, retry_errors, dry_run, shard_text, ray_address, workers,
-          threads_per_worker, ship_data, device, threads, seed, max_pixels, config) -> None:
+          eps_text, limit, batch_size, resolution, run_dir, resume, retry_errors, dry_run, shard_text, ray_address,
+          workers, threads_per_worker, ship_data, device, threads, seed, max_pixels, config) -> None:
     """Score CIIDefence configurations for clean and gray-box robust accuracy.
 
     Every point starts from the --strength, --top-k ... options with the
@@ -56,6 +56,7 @@ def sweep(data, labels, models, checkpoint, random_weights, grid_specs, point_sp
         defences=("none", *split_names(rivals)), ciid=config.to_dict(), attacks=split_names(attacks),
         eps=tuple(parse_eps(e) for e in split_names(eps_text)), limit=limit, batch_size=batch_size, seed=seed,
         sanity=False, sweep=tuple(points), max_pixels=max_pixels, shard=parse_shard(shard_text),
+        resolution=resolution,
     )
     warn(f"sweep: {len(points)} CIIDefence points and {len(run_config.defences) - 1} other defences")
     execute_run(run_config, run_dir, resume, dry_run, device, threads, report="sweep", retry_errors=retry_errors,

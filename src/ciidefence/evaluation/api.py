@@ -74,7 +74,8 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
              threat: Sequence[str] = ("graybox",), *, model: str = "efficientnet_lite0", labels: str | None = None,
              eps_l2: Iterable[float | str] = (0.5, 1.0), approximations: Sequence[str] = APPROXIMATIONS,
              eot: int = 1, eval_draws: int = 10, attack_params: dict[str, dict] | None = None,
-             ciid: CIIDefenceConfig | None = None, limit: int | None = None, batch_size: int = 8, seed: int = 0,
+             ciid: CIIDefenceConfig | None = None, limit: int | None = None, batch_size: int = 8,
+             resolution: str = "view", seed: int = 0,
              sanity: bool = False, convergence: bool = False, resume: bool = False, report: bool = True,
              progress: Callable[[int], ProgressBar] | None = None) -> list[ResultRow]:
     """Evaluate defences under attacks, as ``ciid evaluate`` does, and return the run's rows.
@@ -103,6 +104,9 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
         Per attack, parameters to change, e.g. ``{"pgd": {"max_iter": 10}}``.
     ciid : CIIDefenceConfig, optional
         The configuration CIIDefence and its ablations start from (default: ``balanced``).
+    resolution : str
+        ``"view"`` (the classifier's 224 px view, the paper's protocol) or ``"full"`` (each image at its own
+        resolution, as ``ciid classify`` defends it; :data:`~ciidefence.evaluation.plan.RESOLUTIONS`).
     sanity, convergence : bool
         Add the sanity checks (off by default here: they attack the bare
         model at two more budgets) and BPDA's convergence check.
@@ -122,7 +126,7 @@ def evaluate(data: str | Path, out: str | Path, defences: Sequence[str] = ("none
         attack_overrides=overrides, eps=tuple(_budget(value, 1.0) for value in eps),
         eps_l2=tuple(_budget(value, float("inf")) for value in eps_l2), threats=tuple(threat),
         approximations=tuple(approximations), eot_samples=eot, eval_draws=eval_draws, limit=limit,
-        batch_size=batch_size, seed=seed, sanity=sanity, convergence=convergence)
+        batch_size=batch_size, seed=seed, sanity=sanity, convergence=convergence, resolution=resolution)
     run_evaluation([Evaluation(config, torch.device("cpu"), progress=progress, model=name) for name in config.models],
                    out, resume=resume)
     if report:

@@ -62,8 +62,9 @@ class ClusterOptions:
     threads_per_worker : int
         Torch threads (and Ray CPUs) per actor.
     ship_data : bool
-        The driver decodes each unit's images and ships the classifier's views
-        through the object store, for workers that cannot see the data folder.
+        The driver decodes each unit's images and ships them (the classifier's
+        views, or the images themselves at ``resolution="full"``) through the
+        object store, for workers that cannot see the data folder.
     in_flight : int, optional
         Units outstanding at once; default twice the workers.
     """
@@ -104,7 +105,7 @@ class Worker:
 
     def run(self, digest: str, index: int, views: dict[str, torch.Tensor | str] | None = None) -> list[ResultRow]:
         if views:
-            self.evaluation.add_views(views)
+            self.evaluation.add_inputs(views)
         return self.evaluation.run_unit_or_error_rows(self.experiments[digest], self.batches[index])
 
 
@@ -181,7 +182,7 @@ def _evaluation_job(evaluation: Evaluation, store: ResultStore, options: Cluster
 
     def submit(actor, unit: Unit):
         experiment, index, batch = unit
-        views = evaluation.shipped_views(batch) if options.ship_data else None
+        views = evaluation.shipped_inputs(batch) if options.ship_data else None
         return actor.run.remote(experiment.digest, index, views)
 
     def write(unit: Unit, rows: list[ResultRow]) -> None:

@@ -87,5 +87,6 @@ def describe_run(run: Run) -> str:
     if not run.config:
         return "configuration not stored"
     images = f"{run.images} images" if run.images is not None else "images: unknown"
-    return f"model {run.config['model']}, {images}, protocol {run.config.get('protocol', 'all')}" + (
+    return (f"model {run.config['model']}, {images}, protocol {run.config.get('protocol', 'all')}, resolution "
+            f"{run.config.get('resolution', 'view')}") + (
         "" if run.complete else f", incomplete: {run.units_done} of {run.units_total} batches")

@@ -32,6 +32,10 @@ BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
 classifier gets right."""
+RESOLUTIONS = ("view", "full")
+"""Where attacks and defences work: on the classifier's ``S x S`` view (the paper's protocol, and the default), or on
+each image at its own resolution, as ``ciid classify`` and ``purify`` defend it (the attack is made through the
+classifier's differentiable resize to its view)."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -178,7 +182,10 @@ class RunConfig(StoredConfig):
     plan into the same run folder (one table each; :attr:`models` lists all).
     ``eval_draws`` is how often a randomised defence scores each image, each
     time with its own draws (the worst case and the majority vote over them
-    are reported beside the first draw's figure).
+    are reported beside the first draw's figure). ``resolution`` is one of
+    :data:`RESOLUTIONS`; at ``"full"``, a batch's images of one size are
+    attacked together, and L2 budgets in absolute units spread over more
+    pixels than at the view (``nl2`` budgets scale with each image).
     """
 
     data: str
@@ -211,6 +218,7 @@ class RunConfig(StoredConfig):
     shard: tuple[int, int] | None = None
     eval_draws: int = 10
     data_digest: str | None = None
+    resolution: str = "view"
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.extra_models:
@@ -240,6 +248,8 @@ class RunConfig(StoredConfig):
         for name in self.attack_overrides:
             if name not in self.attacks:
                 raise ConfigError(f"parameters given for {name!r}, which is not among --attacks")
+        if self.resolution not in RESOLUTIONS:
+            raise ConfigError(f"unknown resolution {self.resolution!r}; choose from: {', '.join(RESOLUTIONS)}")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
         if not self.defences or not self.attacks and not self.sanity:

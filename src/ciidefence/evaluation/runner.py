@@ -10,6 +10,7 @@ so the rows do not depend on the order in which units run.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter, OrderedDict
@@ -37,8 +38,9 @@ from .store import NO_PREDICTION, ResultRow, ResultStore
 from .stored import StoredConfig
 
 RESULTS_FILE = "results.sqlite"
-VIEW_CACHE = 2048
-"""Decoded classifier views kept in memory (about 0.6 MB each at 224 px): all of a 500-image run."""
+INPUT_CACHE_BYTES = 2048 * 3 * 224 * 224 * 4
+"""Decoded inputs kept in memory (1.2 GB): every view of a 2,048-image run at 224 px, or a few hundred images at
+full resolution."""
 CONFIG_FILE = "config.json"
 
 Unit = tuple[Experiment, int, list[LabelledImage]]
@@ -178,7 +180,8 @@ class Evaluation:
         }
         self.experiments = config.experiments(self.defences)
         self.clean = config.clean_experiment()
-        self._views: OrderedDict[str, torch.Tensor | str] = OrderedDict()
+        self._inputs: OrderedDict[str, torch.Tensor | str] = OrderedDict()
+        self._input_bytes = 0
         self._clean_predictions: dict[tuple[str, str], int] = {}  # (defence digest, image) -> class
         self._estimators: dict[tuple, tuple[object, ARTPreprocessor | None]] = {}
 
@@ -239,24 +242,23 @@ class Evaluation:
 
     # --- the work ----------------------------------------------------------------------------------
 
-    def view(self, item: LabelledImage) -> torch.Tensor | str:
-        """The classifier's ``S x S`` view of an image, or the error message if it cannot be read.
+    def input_image(self, item: LabelledImage) -> torch.Tensor | str:
+        """What attacks and defences work on, ``(3, H, W)``: the classifier's ``S x S`` view of the image, or the
+        image itself at ``resolution="full"``; or the error message if it cannot be read.
 
-        The last :data:`VIEW_CACHE` views are kept, so memory stays bounded on large runs.
+        Recent inputs are kept, up to :data:`INPUT_CACHE_BYTES`, so memory stays bounded on large runs.
         """
-        if item.key in self._views:
-            self._views.move_to_end(item.key)
+        if item.key in self._inputs:
+            self._inputs.move_to_end(item.key)
         else:
-            self._views[item.key] = self.read_view(item)
-            while len(self._views) > VIEW_CACHE:
-                self._views.popitem(last=False)
-        return self._views[item.key]
+            self.add_inputs({item.key: self.read_input(item)})
+        return self._inputs[item.key]
 
-    def read_view(self, item: LabelledImage) -> torch.Tensor | str:
-        """:meth:`view`, read from the file every time (nothing is kept)."""
+    def read_input(self, item: LabelledImage) -> torch.Tensor | str:
+        """:meth:`input_image`, read from the file every time (nothing is kept)."""
         try:
             image = load_image(item.path, self.config.max_pixels, self.classifier.view_side)
-            return self.classifier.prepare(image[None])[0]
+            return image if self.config.resolution == "full" else self.classifier.prepare(image[None])[0]
         except CIIDefenceError as error:
             return str(error)
 
@@ -320,25 +322,39 @@ class Evaluation:
 
         An image that cannot be read gets error rows (predictions
         :data:`NO_PREDICTION`, the message in ``error``); the others go on.
+        Images of one size are attacked and defended together (at the view,
+        the whole batch).
         """
-        started = time.perf_counter()
+        clock = time.perf_counter()
+        inputs = {item.key: self.input_image(item) for item in batch}
+        rows = [row for item in batch if not isinstance(inputs[item.key], torch.Tensor)
+                for row in self.error_rows(experiment, [item], str(inputs[item.key]))]
+        sizes: dict[tuple[int, ...], list[LabelledImage]] = {}
+        for item in batch:
+            image = inputs[item.key]
+            if isinstance(image, torch.Tensor):
+                sizes.setdefault(tuple(image.shape), []).append(item)
+        for group in sizes.values():
+            images = torch.stack([inputs[item.key] for item in group]).to(self.device)  # type: ignore[misc]
+            scored = self._score(experiment, group, images)
+            now = time.perf_counter()
+            rows += [row(seconds=(now - clock) / len(group)) for row in scored]
+            clock = now
+        return rows
+
+    def _score(self, experiment: Experiment, batch: list[LabelledImage],
+               images: torch.Tensor) -> list[Callable[..., ResultRow]]:
+        """The rows of ``batch`` (its ``images``, all of one size) under ``experiment``, each waiting for its
+        seconds per image."""
         defences = self.scored_defences(experiment)
-        views = {item.key: self.view(item) for item in batch}
-        tensors = {key: view for key, view in views.items() if isinstance(view, torch.Tensor)}
-        readable = [item for item in batch if item.key in tensors]
-        rows = [row for item in batch if item.key not in tensors
-                for row in self.error_rows(experiment, [item], str(views[item.key]))]
-        if not readable:
-            return rows
-        images = torch.stack([tensors[item.key] for item in readable]).to(self.device)
-        labels = torch.tensor([item.label for item in readable])
-        pred_clean, _ = self._clean_prediction(self.undefended, readable, images)
+        labels = torch.tensor([item.label for item in batch])
+        pred_clean, _ = self._clean_prediction(self.undefended, batch, images)
         adversarial = images
-        attacked = [i for i, item in enumerate(readable)
+        attacked = [i for i, item in enumerate(batch)
                     if self.config.protocol == "all" or pred_clean[i] == item.label]
         if experiment.threat != "clean" and attacked:  # under the paper's protocol, only images classified right
             adversarial = images.clone()
-            adversarial[attacked] = self._attack(experiment, [readable[i] for i in attacked], images[attacked],
+            adversarial[attacked] = self._attack(experiment, [batch[i] for i in attacked], images[attacked],
                                                  labels[attacked])
         pred_adv = pred_clean if experiment.threat == "clean" else self._predict(adversarial)
         difference = (adversarial - images).flatten(1).cpu()
@@ -347,25 +363,23 @@ class Evaluation:
         nl2 = [distance / max(norm, 1e-12) for distance, norm in zip(l2, norms, strict=True)]
         scored = []
         for defence in defences:
-            clean_defended, defence_ms = self._clean_prediction(defence, readable, images)
+            clean_defended, defence_ms = self._clean_prediction(defence, batch, images)
             if experiment.threat == "clean":
                 defended_adv = clean_defended  # the adversarial images are the clean ones
                 if defence_ms is None:
-                    _, defence_ms = self._defend(defence, images, self._generators(experiment, readable, defence))
+                    _, defence_ms = self._defend(defence, images, self._generators(experiment, batch, defence))
             else:
                 purified, defence_ms = self._defend(defence, adversarial,
-                                                    self._generators(experiment, readable, defence))
+                                                    self._generators(experiment, batch, defence))
                 defended_adv = pred_adv if defence.identity else self._predict(purified)
-            draws = self._draws(defence, experiment, readable, adversarial, defended_adv)
+            draws = self._draws(defence, experiment, batch, adversarial, defended_adv)
             scored.append((defence, clean_defended, defended_adv, defence_ms, draws))
-        seconds = (time.perf_counter() - started) / len(batch)
-        rows += [
-            self._row(item, defence, experiment, pred_clean[i], clean_defended[i], pred_adv[i], defended_adv[i],
-                      l2[i], linf[i], seconds, defence_ms, nl2=nl2[i], draws=draws[i])
+        return [
+            functools.partial(self._row, item, defence, experiment, pred_clean[i], clean_defended[i], pred_adv[i],
+                              defended_adv[i], l2[i], linf[i], defence_ms=defence_ms, nl2=nl2[i], draws=draws[i])
             for defence, clean_defended, defended_adv, defence_ms, draws in scored
-            for i, item in enumerate(readable)
+            for i, item in enumerate(batch)
         ]
-        return rows
 
     def _draws(self, defence: Defence, experiment: Experiment, batch: list[LabelledImage], images: torch.Tensor,
                first: list[int]) -> list[Draws]:
@@ -427,15 +441,20 @@ class Evaluation:
         store.set_meta("units_total", str(units_total or len(self.units())))
         store.record_planned_experiments(self.classifier.name, [experiment.digest for experiment in self.experiments])
 
-    def shipped_views(self, batch: list[LabelledImage]) -> dict[str, torch.Tensor | str]:
-        """The classifier's views of a batch (or each error message), for workers that cannot read the data."""
-        return {item.key: self.read_view(item) for item in batch}
+    def shipped_inputs(self, batch: list[LabelledImage]) -> dict[str, torch.Tensor | str]:
+        """A batch's decoded inputs (or each error message), for workers that cannot read the data."""
+        return {item.key: self.read_input(item) for item in batch}
 
-    def add_views(self, views: dict[str, torch.Tensor | str]) -> None:
-        """Use these decoded views instead of reading the files (see :meth:`shipped_views`)."""
-        self._views.update(views)
-        while len(self._views) > VIEW_CACHE:
-            self._views.popitem(last=False)
+    def add_inputs(self, inputs: dict[str, torch.Tensor | str]) -> None:
+        """Use these decoded inputs instead of reading the files (see :meth:`shipped_inputs`); the oldest are
+        dropped beyond :data:`INPUT_CACHE_BYTES`."""
+        for key, value in inputs.items():
+            if key in self._inputs:
+                self._input_bytes -= _bytes(self._inputs.pop(key))
+            self._inputs[key] = value
+            self._input_bytes += _bytes(value)
+        while len(self._inputs) > 1 and self._input_bytes > INPUT_CACHE_BYTES:
+            self._input_bytes -= _bytes(self._inputs.popitem(last=False)[1])
 
     def run(self, store: ResultStore, units_total: int | None = None) -> None:
         """Run every pending unit, writing each unit's rows in one transaction.
@@ -456,6 +475,10 @@ class Evaluation:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _bytes(value: torch.Tensor | str) -> int:
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
 
 
 def tqdm_progress(total: int) -> ProgressBar:

@@ -69,6 +69,14 @@ def _failures_lines(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def resolution_sentence(resolution: str) -> str:
+    """How a run's images were attacked and defended (:data:`~ciidefence.evaluation.plan.RESOLUTIONS`)."""
+    if resolution == "full":
+        return ("Resolution: **full**: each image attacked and defended at its own size (the attack made through "
+                "the classifier's resize to its view), as `ciid classify` and `purify` defend images.")
+    return "Resolution: the classifier's view (each image resized and centre-cropped first; the paper's protocol)."
+
+
 def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None = None) -> str:
     """The summary of one model's table (``model``: its name, when the run has several)."""
     config = run.config
@@ -86,6 +94,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
         lines += [f"Model `{model or config['model']}`, data `{config['data']}`"
                   + (f" (first {config['limit']} images)" if config.get("limit") else "")
                   + f", seed {config['seed']}, batch size {config['batch_size']}, EOT samples {config['eot_samples']}.",
+                  resolution_sentence(config.get("resolution", "view")),
                   f"CIIDefence config: `{canonical_json(config['ciid'])}`.", ""]
     lines += _failures_lines(rows)
     lines += [

@@ -1,0 +1,79 @@
+"""Evaluating at each image's own resolution (``--resolution full``), beside the classifier's view."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import ciidefence as cii
+from conftest import BUNDLED_SAMPLE
+
+EPS = 4 / 255
+FIRST = ["n01440764_tench.JPEG", "n01820546_lorikeet.JPEG", "n02123159_tiger_cat.JPEG"]
+"""Two images of 500 x 375 (batched together at full resolution) and one of 371 x 500."""
+
+
+@pytest.fixture(scope="module")
+def three_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("three")
+    for name in FIRST:
+        shutil.copy(BUNDLED_SAMPLE / name, folder / name)
+    (folder / "labels.csv").write_text("".join(
+        line + "\n" for line in (BUNDLED_SAMPLE / "labels.csv").read_text().splitlines()
+        if line.startswith("file") or line.split(",")[0] in FIRST))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(three_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    found = {}
+    for resolution in ("view", "full"):
+        found[resolution] = cii.evaluate(data=three_images, out=out / resolution, defences=["none", "jpeg"],
+                                         attacks=["fgsm"], eps=["4/255"], eval_draws=1, resolution=resolution)
+    return out, found
+
+
+def test_full_resolution_attacks_every_pixel_of_the_image_itself(runs):
+    _, found = runs
+    for resolution in ("view", "full"):
+        attacked = [row for row in found[resolution] if row.attack == "fgsm" and row.defence == "none"]
+        assert len(attacked) == 3
+        for row in attacked:
+            # FGSM moves by eps every value the classifier sees: at the view all 224 x 224 of it; at full
+            # resolution the square its centre crop covers, 224/256 of the image's shorter side
+            seen = 224 if resolution == "view" else 0.875 * min(Image.open(BUNDLED_SAMPLE / row.image).size)
+            assert row.linf == pytest.approx(EPS, abs=1e-6)
+            assert row.l2 == pytest.approx(EPS * math.sqrt(3) * seen, rel=0.05), (resolution, row.image)
+
+
+def test_the_resolution_is_stored_reported_and_checked_on_resume(runs, three_images):
+    out, _ = runs
+    assert json.loads((out / "full" / "config.json").read_text())["resolution"] == "full"
+    assert "Resolution: **full**" in (out / "full" / "summary.md").read_text()
+    assert "Resolution: the classifier's view" in (out / "view" / "summary.md").read_text()
+    result = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(three_images),
+                             "--out", str(out / "full"), "--defences", "none,jpeg", "--attacks", "fgsm", "--eps",
+                             "4/255", "--eval-draws", "1", "--no-sanity", "--resume"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "was made by a different configuration" in result.stderr, result.stderr
+
+
+def test_report_compare_lines_up_the_two_resolutions(runs):
+    out, _ = runs
+    result = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "report", str(out / "full"), "--compare",
+                             str(out / "view")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resolution full" in result.stdout and "resolution view" in result.stdout
+    assert result.stdout.count("| jpeg |") == 2  # clean and FGSM, matched across the two resolutions
+
+
+def test_an_unknown_resolution_is_one_line(three_images, tmp_path):
+    with pytest.raises(cii.ConfigError, match="unknown resolution 'native'"):
+        cii.evaluate(data=three_images, out=tmp_path / "x", resolution="native")
+    assert not (tmp_path / "x").exists()
