@@ -58,8 +58,8 @@ def harness_run(evaluation: Evaluation, config: RunConfig) -> tuple[float, float
         started = time.perf_counter()
         evaluation.run(store)
         seconds = (time.perf_counter() - started) / len(evaluation.images)
-        rows = [r for r in store.rows() if r["attack"] == "pgd"]
-    return seconds, sum(r["pred_adv"] == r["label"] for r in rows) / len(rows)
+        rows = [r for r in store.result_rows() if r.attack == "pgd"]
+    return seconds, sum(r.pred_adv == r.label for r in rows) / len(rows)
 
 
 def main() -> None:

@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_unit_loses_nothing_and_writes_nothing_twice(ray_clu
                    progress=lambda total: killer)
         assert killer.killed, "no worker was killed"
         assert rows_of(store) == expected  # the unique constraint would have refused a duplicate
-        assert all(row["error"] is None for row in store.rows())
+        assert all(row.error is None for row in store.result_rows())
 
 
 def test_an_unreadable_image_on_the_cluster_is_recorded_and_the_run_finishes(ray_cluster, tmp_path):
@@ -107,9 +107,9 @@ def test_an_unreadable_image_on_the_cluster_is_recorded_and_the_run_finishes(ray
     config = small_config(data, defences=("none", "jpeg"), attacks=("fgsm",), attack_overrides={})
     with ResultStore(tmp_path / "ray.sqlite") as store:
         run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2, ship_data=True), "cpu")
-        rows = store.rows()
-    errors = [row for row in rows if row["error"]]
-    assert {row["image"] for row in errors} == {broken.name} and "corrupt or truncated" in errors[0]["error"]
+        rows = store.result_rows()
+    errors = [row for row in rows if row.error]
+    assert {row.image for row in errors} == {broken.name} and "corrupt or truncated" in errors[0].error
     assert len(rows) == 4 * 2 * 2  # 4 images x 2 defences x (clean, fgsm)
 
 
@@ -185,19 +185,19 @@ def test_retry_errors_on_ray_reruns_only_the_batches_with_errors(ray_cluster, tm
     config = small_config(data, defences=("none", "jpeg"), attacks=("fgsm",), attack_overrides={})
     with ResultStore(tmp_path / "ray.sqlite") as store:
         run_on_ray([Evaluation(config, torch.device("cpu"))], store, ClusterOptions(workers=2), "cpu")
-        before = store.rows()
-    assert {row["image"] for row in before if row["error"]} == {victim.name}
+        before = store.result_rows()
+    assert {row.image for row in before if row.error} == {victim.name}
     victim.write_bytes(original)
     with ResultStore(tmp_path / "ray.sqlite") as store:
         evaluation = Evaluation(config, torch.device("cpu"))
         assert evaluation.forget_failed(store) == 2  # the victim's batch under the clean experiment and FGSM
         run_on_ray([evaluation], store, ClusterOptions(workers=2), "cpu")
-        after = store.rows()
-    assert len(after) == len(before) and not [row for row in after if row["error"]]
+        after = store.result_rows()
+    assert len(after) == len(before) and not [row for row in after if row.error]
     victims_batch = {item.key for item in evaluation.batches()[0]}
     assert victim.name in victims_batch
-    assert [row for row in before if row["image"] not in victims_batch] == [
-        row for row in after if row["image"] not in victims_batch]  # the other batch untouched, timings included
+    assert [row for row in before if row.image not in victims_batch] == [
+        row for row in after if row.image not in victims_batch]  # the other batch untouched, timings included
 
 
 @pytest.mark.slow

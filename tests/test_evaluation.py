@@ -528,13 +528,13 @@ def test_a_database_from_before_experiment_identities_migrates(tmp_path):
             connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', ?, '{}', ?, ?, ?, ?, ?, ?, 1, 1, 1, 1, "
                                "0, 0, 0.5)", (defence, defence, attack, params, eps, label, threat))
     run = read_run(tmp_path)
-    rows = {(r["eps_label"], r["threat"]): r for r in run.rows}
-    assert len(rows) == 4 and all(r["defence_ms"] == 0 for r in run.rows)
-    assert rows[("8/255", "graybox")]["purpose"] == "sanity"
-    assert rows[("2/255", "graybox")]["purpose"] == "main"
+    rows = {(r.eps_label, r.threat): r for r in run.rows}
+    assert len(rows) == 4 and all(r.defence_ms == 0 for r in run.rows)
+    assert rows[("8/255", "graybox")].purpose == "sanity"
+    assert rows[("2/255", "graybox")].purpose == "main"
     bpda = rows[("4/255", "bpda")]
-    assert (bpda["approximation"], bpda["target"]) == ("differentiable", "ciid")
-    assert len({r["experiment"] for r in run.rows}) == 4
+    assert (bpda.approximation, bpda.target) == ("differentiable", "ciid")
+    assert len({r.experiment for r in run.rows}) == 4
     assert read_run(tmp_path).rows == run.rows  # migrating is done once
 
 
@@ -640,7 +640,7 @@ def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
         connection.execute("INSERT INTO results VALUES ('a.jpg', 1, 'm', 'none', '{}', 'h', 'e', 'main', 'clean', "
                            "'{}', NULL, '-', 'clean', NULL, NULL, 1, 1, 1, 1, 0, 0, 0.5, 0, NULL)")
     (row,) = read_run(tmp_path).rows
-    assert row["budget"] == "absolute" and row["nl2"] is None and row["eot"] == 1 and row["source"] is None
+    assert row.budget == "absolute" and row.nl2 is None and row.eot == 1 and row.source is None
 
 
 def test_the_convergence_flag_trips_on_a_falling_series_and_not_on_a_flat_one():

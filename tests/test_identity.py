@@ -72,9 +72,9 @@ def small_config(data, **changes):
 
 
 def rows_of(store):
-    return sorted((r["image"], r["defence_hash"], r["experiment"], r["pred_clean_defended"], r["pred_adv"],
-                   r["pred_defended_adv"], round(r["l2"], 5), r["draws"], r["draws_correct"], r["vote"])
-                  for r in store.rows())
+    return sorted((r.image, r.defence_hash, r.experiment, r.pred_clean_defended, r.pred_adv,
+                   r.pred_defended_adv, round(r.l2, 5), r.draws, r.draws_correct, r.vote)
+                  for r in store.result_rows())
 
 
 def test_a_run_in_another_order_writes_the_same_rows(data_dir, tmp_path):  # noqa: F811

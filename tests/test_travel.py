@@ -183,23 +183,23 @@ def test_a_unit_that_fails_is_recorded_as_error_rows_and_the_run_goes_on(data, t
     evaluation.run_unit = out_of_memory_on_fgsm
     with open_run(tmp_path / "run", config, resume=False) as store:
         evaluation.run(store)
-        rows = store.rows()
+        rows = store.result_rows()
         assert store.units_done() == 4
-    failed = [row for row in rows if row["error"]]
+    failed = [row for row in rows if row.error]
     assert len(rows) == 16 and len(failed) == 4  # 2 images x 2 defences
-    assert {row["experiment"] for row in failed} == {fgsm.digest}
-    assert failed[0]["error"] == "unit failed: MemoryError: injected: the worker ran out of memory"
+    assert {row.experiment for row in failed} == {fgsm.digest}
+    assert failed[0].error == "unit failed: MemoryError: injected: the worker ran out of memory"
     summary = write_report(tmp_path / "run")["summary.md"].read_text()
     assert "| fgsm 2/255 graybox | 2 | unit failed: MemoryError" in summary and "--retry-errors" in summary
 
     run(config, tmp_path / "run", resume=True, retry_errors=True)  # the fault is gone: only that unit reruns
     with ResultStore(tmp_path / "run" / "results.sqlite") as store:
-        again = store.rows()
-    assert not [row for row in again if row["error"]]
-    kept = [row for row in rows if not row["error"]]
-    failed_images = {row["image"] for row in failed}
+        again = store.result_rows()
+    assert not [row for row in again if row.error]
+    kept = [row for row in rows if not row.error]
+    failed_images = {row.image for row in failed}
     assert len(failed_images) == 2
-    assert [row for row in again if row["experiment"] != fgsm.digest or row["image"] not in failed_images
+    assert [row for row in again if row.experiment != fgsm.digest or row.image not in failed_images
             ] == kept  # every other row untouched, timings included
 
 

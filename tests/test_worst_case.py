@@ -1,11 +1,12 @@
 """The attacker's figure: an image counts for a defence only if it survives every attack of a threat model."""
 
+from ciidefence.evaluation.store import ResultRow
 from ciidefence.evaluation.worst_case import worst_cases
 
 
 def row(image, experiment, correct, threat="graybox", purpose="main", error=None, defence="jpeg"):
-    return {"image": image, "experiment": experiment, "threat": threat, "purpose": purpose, "error": error,
-            "defence": defence, "defence_hash": f"{defence}-hash", "label": 1, "pred_defended_adv": 1 if correct else 2}
+    return ResultRow(image, 1, "lite0", defence, "{}", f"{defence}-hash", experiment, purpose, experiment, "{}",
+                     4 / 255, "4/255", threat, None, None, 1, 1, 2, 1 if correct else 2, 0.0, 0.0, 0.0, 0.0, error)
 
 
 def test_an_image_counts_only_if_it_survives_every_attack_of_its_threat_model():

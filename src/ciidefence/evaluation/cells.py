@@ -14,6 +14,7 @@ from ..attacks import ATTACKS
 from ..defences.registry import DEFENCES
 from .intervals import wilson_interval
 from .plan import threat_label
+from .store import ResultRow
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def scored_rows(rows: list[dict], protocol: str = "all") -> list[dict]:
+def scored_rows(rows: list[ResultRow], protocol: str = "all") -> list[ResultRow]:
     """The rows a protocol scores: all, or (``"paper"``) those of images the undefended model classifies right.
 
     Under the paper's protocol the other images are not attacked; their rows
@@ -101,24 +102,24 @@ def scored_rows(rows: list[dict], protocol: str = "all") -> list[dict]:
     """
     if protocol == "all":
         return rows
-    return [row for row in rows if row["error"] is not None or row["pred_clean"] == row["label"]]
+    return [row for row in rows if row.error is not None or row.pred_clean == row.label]
 
 
-def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
+def cells(rows: list[ResultRow], protocol: str = "all") -> list[Cell]:
     """Aggregate rows into one :class:`Cell` per model, defence and experiment (see :func:`scored_rows`)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
     for row in rows:
-        key = (row["model"], row["defence"], row["defence_hash"], row["experiment"], row["purpose"], row["attack"],
-               row["attack_params"], row["eps"], row["eps_label"], row["threat"], row["approximation"])
+        key = (row.model, row.defence, row.defence_hash, row.experiment, row.purpose, row.attack,
+               row.attack_params, row.eps, row.eps_label, row.threat, row.approximation)
         groups[key].append(row)
     found = []
     for key, everything in groups.items():
         members = scored_rows(everything, protocol)
         if not members:
             continue
-        scored = [r for r in members if r["error"] is None]
+        scored = [r for r in members if r.error is None]
         total = len(scored)
-        correct = sum(r["pred_defended_adv"] == r["label"] for r in scored)
+        correct = sum(r.pred_defended_adv == r.label for r in scored)
         low, high = wilson_interval(correct, total)
 
         def mean_or_nan(values: list[float]) -> float:
@@ -126,16 +127,16 @@ def cells(rows: list[dict], protocol: str = "all") -> list[Cell]:
 
         found.append(Cell(
             *key, total, len(members) - total, correct, correct / total if total else math.nan, low, high,
-            mean_or_nan([r["pred_adv"] == r["label"] for r in scored]),
-            statistics.median(r["l2"] for r in scored) if scored else math.nan,
-            statistics.median(r["linf"] for r in scored) if scored else math.nan,
-            mean_or_nan([r["seconds"] for r in scored]), mean_or_nan([r["defence_ms"] for r in scored]),
-            _median([r["nl2"] for r in scored if r.get("nl2") is not None]),
-            next((r.get("budget", "absolute") for r in members), "absolute"),
-            next((r.get("eot", 1) for r in members), 1),
-            next((r.get("source") for r in members), None),
+            mean_or_nan([r.pred_adv == r.label for r in scored]),
+            statistics.median(r.l2 for r in scored) if scored else math.nan,
+            statistics.median(r.linf for r in scored) if scored else math.nan,
+            mean_or_nan([r.seconds for r in scored]), mean_or_nan([r.defence_ms for r in scored]),
+            _median([r.nl2 for r in scored if r.nl2 is not None]),
+            next((r.budget for r in members), "absolute"),
+            next((r.eot for r in members), 1),
+            next((r.source for r in members), None),
             len(everything),
-            everything[0].get("defence_config", ""),
+            everything[0].defence_config,
         ))
     attack_order = {name: i for i, name in enumerate(("clean", *ATTACKS))}
     threat_order = {"clean": 0, "graybox": 1}

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..files import write_atomically
-from .store import read_run
+from .store import ResultRow, read_run
 
 THUMBNAIL_SIDE = 96
 MAX_THUMBNAILS = 500
@@ -32,7 +32,7 @@ def write_html_report(run_dir: str | Path, summary_markdown: str, figures: list[
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     outcomes = _outcomes(run.rows)
-    thumbnails = _thumbnails(run.config, sorted({row["image"] for row in run.rows}))
+    thumbnails = _thumbnails(run.config, sorted({row.image for row in run.rows}))
     page = _PAGE.format(
         title=html.escape(f"ciidefence report: {run_dir.name}"),
         heading=html.escape(run_dir.name),
@@ -47,7 +47,7 @@ def write_html_report(run_dir: str | Path, summary_markdown: str, figures: list[
     return path
 
 
-def _outcomes(rows: list[dict]) -> list[dict]:
+def _outcomes(rows: list[ResultRow]) -> list[dict]:
     """One record per scored adversarial (or clean) image, defence and experiment: what the browser lists."""
     from ..models.base import imagenet_class_names
 
@@ -58,14 +58,14 @@ def _outcomes(rows: list[dict]) -> list[dict]:
 
     found = []
     for row in rows:
-        if row["purpose"] not in ("main", "sweep"):
+        if row.purpose not in ("main", "sweep"):
             continue
-        attack = "clean" if row["threat"] == "clean" else f"{row['attack']} {row['eps_label']} {row['threat']}" + (
-            f"-{row['approximation']}" if row["approximation"] else "")
-        outcome = "error" if row["error"] else "kept" if row["pred_defended_adv"] == row["label"] else "lost"
-        found.append({"image": row["image"], "defence": row["defence"], "attack": attack, "outcome": outcome,
-                      "truth": name(row["label"]), "undefended": name(row["pred_adv"]),
-                      "defended": name(row["pred_defended_adv"]), "error": row["error"] or ""})
+        attack = "clean" if row.threat == "clean" else f"{row.attack} {row.eps_label} {row.threat}" + (
+            f"-{row.approximation}" if row.approximation else "")
+        outcome = "error" if row.error else "kept" if row.pred_defended_adv == row.label else "lost"
+        found.append({"image": row.image, "defence": row.defence, "attack": attack, "outcome": outcome,
+                      "truth": name(row.label), "undefended": name(row.pred_adv),
+                      "defended": name(row.pred_defended_adv), "error": row.error or ""})
     return found
 
 

@@ -341,11 +341,6 @@ class ResultStore:
         cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY rowid")
         return [ResultRow(*values) for values in cursor]
 
-    def rows(self) -> list[dict]:
-        """Every row, as dicts keyed by column."""
-        cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY rowid")
-        return [dict(zip(COLUMNS, values, strict=True)) for values in cursor]
-
     def close(self) -> None:
         self.connection.close()
         if self.lock is not None:
@@ -402,7 +397,7 @@ class Run:
     ``invalid`` a JSON object of the defences refused (label: reason).
     """
 
-    rows: list[dict]
+    rows: list[ResultRow]
     config: dict | None
     images: int | None
     units_total: int | None
@@ -432,7 +427,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
             if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("model"), str)):
                 raise ValueError("the configuration is not an object naming a model")
             planned = store.planned_experiments(planned_models(plan)) if plan else None
-            return Run(store.rows(), plan, int(images) if images else None,
+            return Run(store.result_rows(), plan, int(images) if images else None,
                        int(units) if units else None, store.units_done(planned), invalid)
         except (ValueError, TypeError, AttributeError, KeyError) as error:
             raise ConfigError(f"{path}: its stored plan cannot be read ({type(error).__name__}: {error}); it was "

@@ -50,15 +50,15 @@ def _progress_line(run: Run, table: list[Cell]) -> list[str]:
             f"images than the run's {run.images}. `ciid evaluate ... --resume` continues it.", ""]
 
 
-def _failures_lines(rows: list[dict]) -> list[str]:
+def _failures_lines(rows: list[ResultRow]) -> list[str]:
     """Per experiment, the images whose rows record an error (unreadable, or the unit failed), with a message."""
     failed: dict[str, tuple[str, set[str], str]] = {}
     for row in rows:
-        if row["error"] is not None:
-            threat = threat_label(row["threat"], row["approximation"], row["source"])
-            name = "clean" if row["threat"] == "clean" else " ".join(
-                [row["attack"], row["eps_label"], threat, *(["on", row["target"]] if row["target"] else [])])
-            failed.setdefault(row["experiment"], (name, set(), row["error"]))[1].add(row["image"])
+        if row.error is not None:
+            threat = threat_label(row.threat, row.approximation, row.source)
+            name = "clean" if row.threat == "clean" else " ".join(
+                [row.attack, row.eps_label, threat, *(["on", row.target] if row.target else [])])
+            failed.setdefault(row.experiment, (name, set(), row.error))[1].add(row.image)
     if not failed:
         return []
     lines = ["**Errors**: these images are left out of every accuracy of their experiment (messages in the "
@@ -80,13 +80,13 @@ def resolution_sentence(resolution: str) -> str:
 def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None = None) -> str:
     """The summary of one model's table (``model``: its name, when the run has several)."""
     config = run.config
-    rows = [r for r in run.rows if model is None or r["model"] == model]
+    rows = [r for r in run.rows if model is None or r.model == model]
     lines = [f"# Evaluation summary{f': {model}' if model else ''}", ""]
     lines += _progress_line(run, table)
     if config and config.get("protocol", "all") == "paper":
-        images = {r["image"] for r in rows if r["error"] is None and r["attack"] == "clean"}
-        right = {r["image"] for r in rows if r["error"] is None and r["attack"] == "clean"
-                 and r["pred_clean"] == r["label"]}
+        images = {r.image for r in rows if r.error is None and r.attack == "clean"}
+        right = {r.image for r in rows if r.error is None and r.attack == "clean"
+                 and r.pred_clean == r.label}
         lines += [f"**Paper protocol**: only the {len(right)} of {len(images)} images the undefended model "
                   "classifies correctly are attacked and scored (as in Pixel Deflection and CIIDefence); "
                   "accuracy is the share of them each defence keeps.", ""]
@@ -120,7 +120,7 @@ def markdown(table: list[Cell], checks: list[Check], run: Run, model: str | None
     lines += ["", "## At a glance", "", "Top-1 accuracy; n images per cell.", ""] + at_a_glance(
         table, run.images, checks_of_convergence, worst_cases(rows))
     lines += ["", *convergence_markdown(checks_of_convergence)]
-    drawn = draws_markdown(draws_cells([ResultRow(**row) for row in rows]))
+    drawn = draws_markdown(draws_cells(rows))
     lines += ["", *drawn] if drawn else []
     lines += ["", *paper_layout(cells(rows, "paper"), rows)]
     lines += ["", "## Top-1 accuracy of each defence", "",
@@ -197,16 +197,16 @@ def at_a_glance(table: list[Cell], total: int | None = None,
     return lines
 
 
-def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
+def paper_layout(table: list[Cell], rows: list[ResultRow]) -> list[str]:
     """The table as Pixel Deflection's Table 1 lays it out: a row per attack with the median normalised L2 it
     reached, a column per defence, and in each cell the share of the images the undefended model classifies
     right that the defence keeps right (``table``: the cells of those images, :func:`cells` with ``"paper"``).
 
     Where the defences of a row were attacked separately (BPDA), each cell gives its own median normalised L2.
     """
-    unattacked = [r for r in rows if r["error"] is None and r["threat"] == "clean"]
-    clean = {r["image"] for r in unattacked}
-    right = {r["image"] for r in unattacked if r["pred_clean"] == r["label"]}
+    unattacked = [r for r in rows if r.error is None and r.threat == "clean"]
+    clean = {r.image for r in unattacked}
+    right = {r.image for r in unattacked if r.pred_clean == r.label}
     defences, columns, values, _ = pivot(table)
     lines = ["## The paper's protocol, laid out as Pixel Deflection's Table 1", "",
              f"Only the {len(right)} of {len(clean)} images the undefended model classifies right; each cell is "
@@ -230,7 +230,7 @@ def paper_layout(table: list[Cell], rows: list[dict]) -> list[str]:
 def models_of(run: Run) -> list[str]:
     """The run's classifiers, in plan order (one table each)."""
     planned = planned_models(run.config)
-    found = list(dict.fromkeys(row["model"] for row in run.rows))
+    found = list(dict.fromkeys(row.model for row in run.rows))
     return [m for m in planned if m in found] + [m for m in found if m not in planned]
 
 
@@ -282,7 +282,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "units_done": run.units_done,
         "units_total": run.units_total,
         "cells": [asdict(c) for c in table],
-        "draws": [asdict(c) for c in draws_cells([ResultRow(**row) for row in run.rows])],
+        "draws": [asdict(c) for c in draws_cells(run.rows)],
         "sanity_checks": [asdict(c) for c in checks],
         "convergence": [{**asdict(c), "verdict": c.verdict, "converged": c.converged} for c in checks_of_convergence],
     }, indent=2))

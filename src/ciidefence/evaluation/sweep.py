@@ -13,7 +13,7 @@ from pathlib import Path
 from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
 from .cells import Cell, cells, defence_labels
-from .store import read_run
+from .store import ResultRow, read_run
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
 CLEAN_TOLERANCE = 0.02
@@ -103,9 +103,9 @@ class Score:
         return statistics.fmean(self.robust.values()) if self.robust else float("nan")
 
 
-def scores(table: list[Cell], rows: list[dict]) -> list[Score]:
+def scores(table: list[Cell], rows: list[ResultRow]) -> list[Score]:
     """A :class:`Score` per defence configuration found in a run's cells."""
-    params = {r["defence_hash"]: json.loads(r["defence_config"]) for r in rows}
+    params = {r.defence_hash: json.loads(r.defence_config) for r in rows}
     by_hash: dict[str, list[Cell]] = {}
     for cell in table:
         if cell.in_table:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .intervals import wilson_interval
+from .store import ResultRow
 
 THREAT_GROUPS = {"graybox": "graybox", "bpda": "adaptive", "transfer": "transfer"}
 """Threats the worst case is taken over, and the name of each group in tables (BPDA's approximations, and every
@@ -38,7 +39,7 @@ class WorstCase:
         return wilson_interval(self.survived, self.images)
 
 
-def worst_cases(rows: list[dict]) -> list[WorstCase]:
+def worst_cases(rows: list[ResultRow]) -> list[WorstCase]:
     """One :class:`WorstCase` per defence and threat group with at least one attack, from one model's rows.
 
     Only the run's own experiments count (not its sanity or convergence
@@ -48,12 +49,12 @@ def worst_cases(rows: list[dict]) -> list[WorstCase]:
     outcomes: dict[tuple[str, str, str], dict[str, dict[str, bool]]] = {}
     names: dict[str, str] = {}
     for row in rows:
-        group = THREAT_GROUPS.get(row["threat"])
-        if group is None or row["purpose"] not in ("main", "sweep") or row["error"] is not None:
+        group = THREAT_GROUPS.get(row.threat)
+        if group is None or row.purpose not in ("main", "sweep") or row.error is not None:
             continue
-        names[row["defence_hash"]] = row["defence"]
-        per_attack = outcomes.setdefault((row["defence"], row["defence_hash"], group), {})
-        per_attack.setdefault(row["experiment"], {})[row["image"]] = row["pred_defended_adv"] == row["label"]
+        names[row.defence_hash] = row.defence
+        per_attack = outcomes.setdefault((row.defence, row.defence_hash, group), {})
+        per_attack.setdefault(row.experiment, {})[row.image] = row.pred_defended_adv == row.label
     found = []
     for (defence, digest, group), per_attack in outcomes.items():
         common = set.intersection(*(set(images) for images in per_attack.values()))
