@@ -74,12 +74,14 @@ def test_config_is_frozen_and_hashable():
 
 def test_the_strength_presets_exist_light_differs_and_balanced_is_the_default():
     configs = {name: strength_config(name) for name in STRENGTHS}
-    assert set(configs) == {"light", "balanced", "strong"}
+    assert set(configs) == {"light", "balanced"}
     assert configs["balanced"] == CIIDefenceConfig()
     assert configs["light"] != configs["balanced"]
-    assert configs["light"].sigma < configs["balanced"].sigma <= configs["strong"].sigma
+    assert configs["light"].sigma < configs["balanced"].sigma
     with pytest.raises(ConfigError, match="unknown strength"):
         strength_config("extreme")
+    with pytest.raises(ConfigError, match="'strong' was removed: it was the same point as balanced"):
+        strength_config("strong")
 
 
 def test_options_given_on_the_command_line_override_the_strength():
@@ -101,8 +103,10 @@ def test_options_given_on_the_command_line_override_the_strength():
         return json.loads(result.output)
 
     assert run() == CIIDefenceConfig().to_dict()
-    assert run("--strength", "strong") == strength_config("strong").to_dict()
-    overridden = run("--strength", "strong", "--top-k", "1", "--sigma", "0.001")
-    assert overridden == dataclasses.replace(strength_config("strong"), top_k=1, sigma=0.001).to_dict()
+    assert run("--strength", "light") == strength_config("light").to_dict()
+    overridden = run("--strength", "light", "--top-k", "1", "--sigma", "0.001")
+    assert overridden == dataclasses.replace(strength_config("light"), top_k=1, sigma=0.001).to_dict()
+    refused = CliRunner().invoke(show, ["--strength", "strong"])
+    assert refused.exit_code == 2 and "'strong' was removed" in refused.output
     given_at_its_default = run("--strength", "light", "--sigma", str(CIIDefenceConfig().sigma))
     assert given_at_its_default["sigma"] == CIIDefenceConfig().sigma != strength_config("light").sigma

@@ -8,7 +8,7 @@ import functools
 import click
 from click.core import ParameterSource
 
-from ..defences.config import STRENGTHS, CIIDefenceConfig, strength_config
+from ..defences.config import REMOVED_STRENGTHS, STRENGTHS, CIIDefenceConfig, strength_config
 from ..denoising import THRESHOLDS, WAVELET_BACKENDS
 from ..errors import ConfigError
 from ..evaluation.plan import RESOLUTIONS
@@ -32,12 +32,20 @@ def split_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
+def _check_strength(value: str) -> str:
+    if value in REMOVED_STRENGTHS:
+        raise click.BadParameter(f"{value!r} was removed: {REMOVED_STRENGTHS[value]}")
+    if value not in STRENGTHS:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(STRENGTHS)}")
+    return value
+
+
 _DEFENCE_OPTIONS = [
-    click.option("--strength", type=click.Choice(STRENGTHS), default="balanced", show_default=True,
+    click.option("--strength", default="balanced", show_default=True, metavar=f"[{'|'.join(STRENGTHS)}]",
+                 callback=lambda context, parameter, value: _check_strength(value),
                  help="CIIDefence's operating point against a gray-box attacker (docs/JOURNAL.md, issue 12): light "
-                      "costs the least clean accuracy; strong is, for now, the same point as balanced (the sweep "
-                      "that chose them stopped at sigma 0.05). The options below, when given, override it; their "
-                      "defaults shown are balanced's."),
+                      "costs the least clean accuracy. The options below, when given, override it; their defaults "
+                      "shown are balanced's."),
     click.option("--top-k", type=click.IntRange(1, 100), default=_DEFAULTS.top_k, show_default=True,
                  help="Top-ranking classes whose CAMs choose the regions."),
     click.option("--peaks", type=click.IntRange(1), default=_DEFAULTS.peaks, show_default=True,

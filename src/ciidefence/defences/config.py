@@ -160,16 +160,22 @@ FIELDS_ADDED_AFTER_0_2 = {"inpainter_precision": "float32", "trust_model": False
 """Fields added to :class:`CIIDefenceConfig` after 0.2, with their defaults (see ``to_dict``)."""
 
 
-STRENGTHS = ("light", "balanced", "strong")
+STRENGTHS = ("light", "balanced")
 """Named operating points, by increasing robustness and clean cost; ``balanced`` is ``CIIDefenceConfig()``."""
 
 _STRENGTH_SETTINGS: dict[str, dict] = {
-    # Chosen by `ciid sweep` on the 500 shared images (docs/JOURNAL.md, issue 12). On that grid (sigma up to
-    # 0.05) the rule for `strong` picks the same point as the rule for `balanced`.
+    # Chosen by `ciid sweep` on the 500 shared images (docs/JOURNAL.md, issue 12).
     "light": {"half_width": 4, "sigma": 0.015},
     "balanced": {},
-    "strong": {},
 }
+
+REMOVED_STRENGTHS = {
+    "strong": "it was the same point as balanced: the sweep that chose the points stopped at sigma 0.05, where the "
+              "rule for strong (the most robust at 75% clean or more) picks balanced's point. Use balanced; a larger "
+              "--sigma trades clean accuracy for gray-box robustness (issue 43's calibration, first 100 shared images: "
+              "sigma 0.07 kept 69.0% clean and 57.3% mean robust, against balanced's 73.0% and 50.5%)",
+}
+"""Strengths offered before and withdrawn, with why (said when one is asked for)."""
 
 
 def strength_config(name: str) -> CIIDefenceConfig:
@@ -177,18 +183,19 @@ def strength_config(name: str) -> CIIDefenceConfig:
 
     Parameters
     ----------
-    name : {"light", "balanced", "strong"}
+    name : {"light", "balanced"}
         ``light``: the most robust point that keeps clean top-1 within 2
         points of the undefended classifier's; ``balanced`` (the default): the
-        point of highest mean of clean and gray-box robust top-1; ``strong``:
-        the most robust point with clean top-1 of at least 75%. Measured with
-        EfficientNet-Lite0 on the 500 shared images (docs/JOURNAL.md).
+        point of highest mean of clean and gray-box robust top-1. Measured
+        with EfficientNet-Lite0 on the 500 shared images (docs/JOURNAL.md).
 
     Raises
     ------
     ConfigError
-        If ``name`` is not one of :data:`STRENGTHS`.
+        If ``name`` is not one of :data:`STRENGTHS` (for a withdrawn one, :data:`REMOVED_STRENGTHS` says why).
     """
+    if name in REMOVED_STRENGTHS:
+        raise ConfigError(f"strength {name!r} was removed: {REMOVED_STRENGTHS[name]}")
     if name not in _STRENGTH_SETTINGS:
         raise ConfigError(f"unknown strength {name!r}; choose one of: {', '.join(STRENGTHS)}")
     return CIIDefenceConfig(**_STRENGTH_SETTINGS[name])
