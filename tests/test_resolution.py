@@ -77,3 +77,16 @@ def test_an_unknown_resolution_is_one_line(three_images, tmp_path):
     with pytest.raises(cii.ConfigError, match="unknown resolution 'native'"):
         cii.evaluate(data=three_images, out=tmp_path / "x", resolution="native")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stored_configuration_reads_back_as_the_run_was_made(runs):
+    from ciidefence.evaluation.plan import RunConfig
+
+    out, _ = runs
+    stored = json.loads((out / "full" / "config.json").read_text())
+    config = RunConfig.from_stored(stored)
+    assert config.resolution == "full" and config.attacks == ("fgsm",) and json.loads(config.to_json()) == stored
+    del stored["resolution"]  # a run folder from before the option: its default
+    assert RunConfig.from_stored(stored).resolution == "view"
+    with pytest.raises(cii.ConfigError, match="options this version does not know: colour"):
+        RunConfig.from_stored({**stored, "colour": "blue"})

@@ -253,8 +253,12 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
 @click.option("--html", is_flag=True,
               help="Also write RUN_DIR/report.html: one self-contained page (no network) with the tables, the "
                    "figures and a browser of every image's outcome, filtered by defence, attack and outcome.")
+@click.option("--pictures", is_flag=True,
+              help="With --html: attack and defend the run's first batch of images again, as the run did (same "
+                   "seeds), and show the adversarial and defended images (CIIDefence's boxes outlined) beside their "
+                   "outcomes. Needs the run's data folder; costs one batch of the run's work.")
 @report_errors
-def report(run_dir, other_dir, html) -> None:
+def report(run_dir, other_dir, html, pictures) -> None:
     """Rebuild RUN_DIR's summary tables and plots from its results.sqlite, and print the summary (for a
     certification run, certify.md and its plot)."""
     from ..evaluation.certify_report import is_certification_run, write_certification_report
@@ -270,11 +274,18 @@ def report(run_dir, other_dir, html) -> None:
         click.echo(write_certification_report(run_dir)["certify.md"].read_text())
         return
     paths = write_report(run_dir)
+    if pictures and not html:
+        raise CommandFailed("--pictures shows images in report.html: give --html too", exit_code=2)
     if html:
         from ..evaluation.html_report import write_html_report
 
+        remade = None
+        if pictures:
+            from ..evaluation.gallery import remake_first_batch
+
+            remade = remake_first_batch(run_dir, progress=lambda what: warn(f"pictures: {what}"))
         page = write_html_report(run_dir, paths["summary.md"].read_text(),
-                                 [path for name, path in paths.items() if name.endswith(".png")])
+                                 [path for name, path in paths.items() if name.endswith(".png")], remade)
         warn(f"report in {page}")
     if other_dir is None:
         click.echo(paths["summary.md"].read_text())

@@ -17,28 +17,36 @@ import json
 from pathlib import Path
 
 from ..files import write_atomically
+from .gallery import Picture, picture_key
 from .store import ResultRow, read_run
 
 THUMBNAIL_SIDE = 96
 MAX_THUMBNAILS = 500
 
 
-def write_html_report(run_dir: str | Path, summary_markdown: str, figures: list[Path]) -> Path:
+def write_html_report(run_dir: str | Path, summary_markdown: str, figures: list[Path],
+                      pictures: list[Picture] | None = None) -> Path:
     """Write ``run_dir/report.html`` from the summary's Markdown, its figures and the run's rows; returns its path.
 
     ``summary_markdown`` is :func:`~ciidefence.evaluation.summary.write_report`'s ``summary.md``; its tables and
-    headings become the page's, the rest its text.
+    headings become the page's, the rest its text. ``pictures`` (from
+    :func:`~ciidefence.evaluation.gallery.remake_first_batch`) show the adversarial and defended images beside
+    their outcomes.
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    outcomes = _outcomes(run.rows)
+    pictures = pictures or []
+    outcomes = _outcomes(run.rows, {picture.key for picture in pictures})
     thumbnails = _thumbnails(run.config, sorted({row.image for row in run.rows}))
     page = _PAGE.format(
         title=html.escape(f"ciidefence report: {run_dir.name}"),
         heading=html.escape(run_dir.name),
         body=markdown_to_html(summary_markdown),
         figures="\n".join(_figure(path) for path in figures if path.is_file()),
-        data=json.dumps({"outcomes": outcomes, "thumbnails": thumbnails}).replace("</", "<\\/"),
+        pictures_note=html.escape(_pictures_note(pictures)),
+        data=json.dumps({"outcomes": outcomes, "thumbnails": thumbnails,
+                         "pictures": {p.key: [p.adversarial, p.defended] for p in pictures}}
+                        ).replace("</", "<\\/"),
         script=_SCRIPT,
         style=_STYLE,
     )
@@ -47,7 +55,20 @@ def write_html_report(run_dir: str | Path, summary_markdown: str, figures: list[
     return path
 
 
-def _outcomes(rows: list[ResultRow]) -> list[dict]:
+def _pictures_note(pictures: list[Picture]) -> str:
+    if not pictures:
+        return ("No pictures of attacked and defended images: `ciid report RUN --html --pictures` remakes the "
+                "run's first batch to show them.")
+    images = len({picture.image for picture in pictures})
+    same = sum(picture.reproduced for picture in pictures)
+    return (f"Pictures: the run's first {images} images, attacked and defended again as the run did them "
+            f"(CIIDefence's inpainted boxes outlined); {same} of {len(pictures)} give the stored predictions"
+            + ("." if same == len(pictures) else " (the others differ in the last digits of an iterative attack "
+                                                   "or come from another machine: the pictures are then close to, "
+                                                   "not exactly, what was scored)."))
+
+
+def _outcomes(rows: list[ResultRow], pictured: set[str]) -> list[dict]:
     """One record per scored adversarial (or clean) image, defence and experiment: what the browser lists."""
     from ..models.base import imagenet_class_names
 
@@ -63,9 +84,11 @@ def _outcomes(rows: list[ResultRow]) -> list[dict]:
         attack = "clean" if row.threat == "clean" else f"{row.attack} {row.eps_label} {row.threat}" + (
             f"-{row.approximation}" if row.approximation else "")
         outcome = "error" if row.error else "kept" if row.pred_defended_adv == row.label else "lost"
+        key = picture_key(row.image, row.experiment, row.defence_hash)
         found.append({"image": row.image, "defence": row.defence, "attack": attack, "outcome": outcome,
                       "truth": name(row.label), "undefended": name(row.pred_adv),
-                      "defended": name(row.pred_defended_adv), "error": row.error or ""})
+                      "defended": name(row.pred_defended_adv), "error": row.error or "",
+                      "pictured": "yes" if key in pictured else "no", "key": key})
     return found
 
 
@@ -159,13 +182,14 @@ code { overflow-wrap: anywhere; }
 figure { display: inline-block; margin: 0.5em; } figure img { max-width: 560px; border: 1px solid #ddd; }
 #browser td.kept { background: #e6f4e6; } #browser td.lost { background: #fbe3e3; }
 #browser td.error { background: #eee; }
-#browser img { width: 64px; height: auto; }
+#browser img { width: 64px; height: auto; } #browser img.picture { width: 120px; margin-right: 3px; }
+#browser td.pictures { white-space: nowrap; }
 .filters label { margin-right: 1em; }
 """
 
 _SCRIPT = """
 const DATA = JSON.parse(document.getElementById('report-data').textContent);
-const FIELDS = ['defence', 'attack', 'outcome'];
+const FIELDS = ['defence', 'attack', 'outcome', 'pictured'];
 function fill(select, values) {
   for (const value of ['all', ...values]) {
     const option = document.createElement('option'); option.value = value; option.textContent = value;
@@ -189,6 +213,12 @@ function render() {
       const img = document.createElement('img'); img.alt = o.image;
       img.onload = () => img.setAttribute('data-loaded', 'yes');
       img.src = DATA.thumbnails[o.image]; picture.appendChild(img);
+    }
+    const pictures = row.insertCell(); pictures.className = 'pictures';
+    for (const uri of DATA.pictures[o.key] || []) {
+      const img = document.createElement('img'); img.className = 'picture'; img.alt = o.image;
+      img.onload = () => img.setAttribute('data-loaded', 'yes');
+      img.src = uri; pictures.appendChild(img);
     }
     for (const value of [o.image, o.defence, o.attack, o.truth, o.undefended, o.defended]) {
       row.insertCell().textContent = value;
@@ -234,9 +264,11 @@ script-src 'unsafe-inline'">
 <label>defence <select id="filter-defence"></select></label>
 <label>attack <select id="filter-attack"></select></label>
 <label>outcome <select id="filter-outcome"></select></label>
+<label>pictures <select id="filter-pictured"></select></label>
 <span id="shown"></span></div>
-<table id="browser"><thead><tr><th></th><th>image</th><th>defence</th><th>attack</th><th>true class</th>
-<th>undefended</th><th>defended</th><th>outcome</th></tr></thead><tbody></tbody></table>
+<p>{pictures_note}</p>
+<table id="browser"><thead><tr><th></th><th>attacked, defended</th><th>image</th><th>defence</th><th>attack</th>
+<th>true class</th><th>undefended</th><th>defended</th><th>outcome</th></tr></thead><tbody></tbody></table>
 </section>
 <script type="application/json" id="report-data">{data}</script>
 <script>{script}</script>

@@ -259,6 +259,19 @@ class RunConfig(StoredConfig):
         if not 1 <= self.eval_draws <= 1000:
             raise ConfigError(f"--eval-draws must lie in 1..1000, got {self.eval_draws}")
 
+    @classmethod
+    def from_stored(cls, stored: dict) -> RunConfig:
+        """The configuration a run folder stores (its ``config.json``, or the database's copy), as it was run:
+        JSON's lists read back as tuples; options added since take their defaults.
+
+        Raises :class:`ConfigError` for options this version does not know, or values it refuses."""
+        unknown = set(stored) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"the stored configuration has options this version does not know: "
+                              f"{', '.join(sorted(unknown))}")
+        values: dict = {key: tuple(value) if isinstance(value, list) else value for key, value in stored.items()}
+        return cls(**values)
+
     @property
     def models(self) -> tuple[str, ...]:
         return (self.model, *self.extra_models)

@@ -234,7 +234,7 @@ class Evaluation:
     def _seed(self, *parts: object) -> int:
         return stable_seed(self.config.seed, self.classifier.name, *parts)
 
-    def _generators(self, experiment: Experiment, batch: list[LabelledImage],
+    def defence_generators(self, experiment: Experiment, batch: list[LabelledImage],
                     defence: Defence) -> list[torch.Generator]:
         """One generator per image for ``defence`` under ``experiment``: the same whatever the batching."""
         return [seeded_generator(self.config.seed, self.classifier.name, experiment.digest, item.key, defence.digest)
@@ -313,7 +313,7 @@ class Evaluation:
         keys = [(defence.digest, item.key) for item in batch]
         if all(key in self._clean_predictions for key in keys):
             return [self._clean_predictions[key] for key in keys], None
-        purified, defence_ms = self._defend(defence, images, self._generators(self.clean, batch, defence))
+        purified, defence_ms = self._defend(defence, images, self.defence_generators(self.clean, batch, defence))
         self._clean_predictions.update(zip(keys, self._predict(purified), strict=True))
         return [self._clean_predictions[key] for key in keys], defence_ms
 
@@ -326,27 +326,34 @@ class Evaluation:
         the whole batch).
         """
         clock = time.perf_counter()
-        inputs = {item.key: self.input_image(item) for item in batch}
-        rows = [row for item in batch if not isinstance(inputs[item.key], torch.Tensor)
-                for row in self.error_rows(experiment, [item], str(inputs[item.key]))]
-        sizes: dict[tuple[int, ...], list[LabelledImage]] = {}
-        for item in batch:
-            image = inputs[item.key]
-            if isinstance(image, torch.Tensor):
-                sizes.setdefault(tuple(image.shape), []).append(item)
-        for group in sizes.values():
-            images = torch.stack([inputs[item.key] for item in group]).to(self.device)  # type: ignore[misc]
+        rows, groups = self.readable_groups(experiment, batch)
+        for group, images in groups:
             scored = self._score(experiment, group, images)
             now = time.perf_counter()
             rows += [row(seconds=(now - clock) / len(group)) for row in scored]
             clock = now
         return rows
 
-    def _score(self, experiment: Experiment, batch: list[LabelledImage],
-               images: torch.Tensor) -> list[Callable[..., ResultRow]]:
-        """The rows of ``batch`` (its ``images``, all of one size) under ``experiment``, each waiting for its
-        seconds per image."""
-        defences = self.scored_defences(experiment)
+    def readable_groups(self, experiment: Experiment, batch: list[LabelledImage]
+                        ) -> tuple[list[ResultRow], list[tuple[list[LabelledImage], torch.Tensor]]]:
+        """The error rows of ``batch``'s unreadable images, and its readable ones in groups of one size, each
+        with its ``(N, 3, H, W)`` images on the run's device: what a unit attacks together."""
+        inputs = {item.key: self.input_image(item) for item in batch}
+        errors = [row for item in batch if not isinstance(inputs[item.key], torch.Tensor)
+                  for row in self.error_rows(experiment, [item], str(inputs[item.key]))]
+        sizes: dict[tuple[int, ...], list[LabelledImage]] = {}
+        for item in batch:
+            image = inputs[item.key]
+            if isinstance(image, torch.Tensor):
+                sizes.setdefault(tuple(image.shape), []).append(item)
+        return errors, [(group, torch.stack([inputs[item.key] for item in group]).to(self.device))  # type: ignore[misc]
+                        for group in sizes.values()]
+
+    def attacked(self, experiment: Experiment, batch: list[LabelledImage],
+                 images: torch.Tensor) -> tuple[list[int], torch.Tensor, list[int]]:
+        """The undefended classifier's predictions on ``images`` (one size group of a unit), their adversarial
+        images under ``experiment`` (the clean ones for the clean experiment, and under the paper's protocol
+        for images it gets wrong), and its predictions on those."""
         labels = torch.tensor([item.label for item in batch])
         pred_clean, _ = self._clean_prediction(self.undefended, batch, images)
         adversarial = images
@@ -357,6 +364,20 @@ class Evaluation:
             adversarial[attacked] = self._attack(experiment, [batch[i] for i in attacked], images[attacked],
                                                  labels[attacked])
         pred_adv = pred_clean if experiment.threat == "clean" else self._predict(adversarial)
+        return pred_clean, adversarial, pred_adv
+
+    def defended(self, defence: Defence, experiment: Experiment, batch: list[LabelledImage],
+                 adversarial: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``defence``'s output on ``attacked``'s adversarial images, with the draws the run scores them by, and
+        its milliseconds per image."""
+        return self._defend(defence, adversarial, self.defence_generators(experiment, batch, defence))
+
+    def _score(self, experiment: Experiment, batch: list[LabelledImage],
+               images: torch.Tensor) -> list[Callable[..., ResultRow]]:
+        """The rows of ``batch`` (its ``images``, all of one size) under ``experiment``, each waiting for its
+        seconds per image."""
+        defences = self.scored_defences(experiment)
+        pred_clean, adversarial, pred_adv = self.attacked(experiment, batch, images)
         difference = (adversarial - images).flatten(1).cpu()
         l2, linf = difference.norm(dim=1).tolist(), difference.abs().amax(dim=1).tolist()
         norms = images.flatten(1).norm(dim=1).cpu().tolist()
@@ -367,10 +388,9 @@ class Evaluation:
             if experiment.threat == "clean":
                 defended_adv = clean_defended  # the adversarial images are the clean ones
                 if defence_ms is None:
-                    _, defence_ms = self._defend(defence, images, self._generators(experiment, batch, defence))
+                    _, defence_ms = self._defend(defence, images, self.defence_generators(experiment, batch, defence))
             else:
-                purified, defence_ms = self._defend(defence, adversarial,
-                                                    self._generators(experiment, batch, defence))
+                purified, defence_ms = self.defended(defence, experiment, batch, adversarial)
                 defended_adv = pred_adv if defence.identity else self._predict(purified)
             draws = self._draws(defence, experiment, batch, adversarial, defended_adv)
             scored.append((defence, clean_defended, defended_adv, defence_ms, draws))
