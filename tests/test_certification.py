@@ -181,3 +181,40 @@ def test_certify_checks_its_certificates_by_attack_and_reports_the_flips(tmp_pat
     assert all(l2 <= budget < radius for radius, budget, l2, _ in checks)  # inside the radius, always
     text = (out / "certify.md").read_text()
     assert (("The certificates checked by attack" in text) == bool(checks))
+
+
+COIN_MODULE = """
+from torch import nn
+from ciidefence import custom_classifier
+
+
+class MeanSign(nn.Module):
+    def forward(self, features):
+        mean = features.mean((1, 2, 3))
+        return __import__("torch").stack([mean, -mean], 1)
+
+
+def make():
+    body, head = nn.Identity(), MeanSign()
+    return custom_classifier(nn.Sequential(body, head), body, head, input_size=32, mean=(0.5, 0.5, 0.5),
+                             std=(1.0, 1.0, 1.0), name="coin", class_names=["bright", "dark"])
+"""
+
+
+def test_classify_smoothed_abstains_where_the_votes_split_from_the_command_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "coin.py").write_text(COIN_MODULE)
+    checkers = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)  # mean exactly 0.5: the noise decides
+    Image.fromarray(np.stack([checkers] * 3, -1)).save(tmp_path / "split.png")
+    Image.fromarray(np.full((32, 32, 3), 153, np.uint8)).save(tmp_path / "bright.png")  # 0.6: every draw says bright
+    result = subprocess.run([*CIID, "classify", "split.png", "bright.png", "--model", "coin:make", "--defence",
+                             "smoothed", "--smoothing-front", "none", "--smoothing-n0", "20", "--smoothing-n", "200",
+                             "--threads", "1", "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    split, bright = (entry["predictions"]["smoothed"][0] for entry in json.loads(result.stdout)["results"])
+    assert (split["class"], split["name"], split["radius"]) == (ABSTAIN, "abstain", 0)
+    assert 0.3 < split["probability"] < 0.7
+    assert (bright["class"], bright["name"], bright["probability"]) == (0, "bright", 1.0)
+    assert bright["radius"] == pytest.approx(0.25 * norm.ppf(0.001 ** (1 / 200)), rel=1e-5)

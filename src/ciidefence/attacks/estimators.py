@@ -67,7 +67,7 @@ def art_estimator(
     eot_samples : int
         Gradient samples averaged per step (EOT).
     """
-    device = next(classifier.parameters()).device
+    device = classifier.device
     with torch.no_grad():
         probe = torch.zeros(1, 3, classifier.input_size, classifier.input_size, device=device)
         num_classes = classifier(probe).shape[1]

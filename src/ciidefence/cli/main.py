@@ -102,7 +102,7 @@ def _classify_one(
 
     from ..randomness import seeded_generator
 
-    batch = image[None].to(next(classifier.parameters()).device)
+    batch = image[None].to(classifier.device)
     predictions = {}
     with torch.no_grad():
         for label, defence in defences.items():
@@ -205,7 +205,7 @@ def classify(images, defence_text, top, labels, as_json, attack, eps_text, smoot
             image = load_image(path, max_pixels, classifier.view_side)
             clean = None
             if attack is not None:
-                image = classifier.prepare(image[None].to(next(classifier.parameters()).device))[0]
+                image = classifier.prepare(image[None].to(classifier.device))[0]
                 clean = _classify_one(classifier, image, defences, top, seed, path.name, smoothed)
                 image = _attacked(classifier, image, truth.get(path.name), attack, cast(float, eps), seed, path.name)
             predictions = _classify_one(classifier, image, defences, top, seed, path.name, smoothed)
@@ -350,7 +350,7 @@ def purify_command(images, out_dir, defence_name, overwrite, skip_existing, conf
             failures += 1
             continue
         try:
-            image = load_image(path, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
+            image = load_image(path, max_pixels, classifier.view_side)[None].to(classifier.device)
             purified = defence(image, generator=seeded_generator(seed, path.name, defence.digest))[0]
         except ImageError as error:
             warn(f"error: {error}")
@@ -400,7 +400,7 @@ def explain(image, out_path, attack, eps_text, label, config, model, checkpoint,
     check_writable_folder(Path(out_path).parent, "--out")
     classifier = open_classifier(model, checkpoint, random_weights, device, seed, threads)
     config.check_coverage(classifier.input_size)
-    batch = load_image(image, max_pixels, classifier.view_side)[None].to(next(classifier.parameters()).device)
+    batch = load_image(image, max_pixels, classifier.view_side)[None].to(classifier.device)
     title = Path(image).name
     if attack is not None:
         batch = _attacked(classifier, classifier.prepare(batch)[0], label, attack, cast(float, eps), seed,

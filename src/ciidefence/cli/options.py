@@ -32,6 +32,24 @@ def split_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
+def _check_models(text: str) -> tuple[str, ...]:
+    """``--model``'s comma-separated names: each one of :data:`MODEL_NAMES` or an import path (``pkg.mod:factory``,
+    checked when it is built)."""
+    models = split_names(text)
+    unknown = [name for name in models if name not in MODEL_NAMES and ":" not in name]
+    if unknown or not models:
+        raise CommandFailed(f"unknown model {', '.join(unknown) or repr('')}; "
+                            f"choose from: {', '.join(MODEL_NAMES)}, or package.module:factory", exit_code=2)
+    return models
+
+
+def _check_model(text: str) -> str:
+    models = _check_models(text)
+    if len(models) > 1:
+        raise CommandFailed(f"--model names one classifier here, got {', '.join(models)}", exit_code=2)
+    return models[0]
+
+
 def _check_strength(value: str) -> str:
     if value in REMOVED_STRENGTHS:
         raise click.BadParameter(f"{value!r} was removed: {REMOVED_STRENGTHS[value]}")
@@ -109,8 +127,11 @@ def defence_options(command):
 
 
 _COMMON_OPTIONS = [
-    click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
-                 help="Classifier to protect (torchvision's need --checkpoint or their file in torchvision's cache)."),
+    click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="NAME",
+                 callback=lambda context, parameter, value: _check_model(value),
+                 help=f"Classifier to protect: {', '.join(MODEL_NAMES)} (torchvision's need --checkpoint or their "
+                      f"file in torchvision's cache); or your own, package.module:factory returning a Classifier "
+                      f"(docs/PLUGINS.md)."),
     click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
                  help="Weights for --model: a state dict (.pt/.pth, read with weights_only) or .safetensors."),
     click.option("--random-weights", is_flag=True, hidden=True,
@@ -223,12 +244,7 @@ def run_options(command):
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        models = split_names(kwargs.pop("model_text"))
-        unknown = [name for name in models if name not in MODEL_NAMES and ":" not in name]
-        if unknown or not models:
-            raise CommandFailed(f"unknown model {', '.join(unknown) or repr('')}; "
-                                f"choose from: {', '.join(MODEL_NAMES)}, or package.module:factory", exit_code=2)
-        return command(models=models, **kwargs)
+        return command(models=_check_models(kwargs.pop("model_text")), **kwargs)
 
     for option in reversed(_RUN_OPTIONS):
         wrapper = option(wrapper)

@@ -73,6 +73,11 @@ class Classifier(nn.Module):
         self.eval()
 
     @property
+    def device(self) -> torch.device:
+        """Where the classifier computes (that of its input scaling, which every classifier has, weights or not)."""
+        return self.mean.device
+
+    @property
     def view_side(self) -> int:
         """The shorter side an image is resized to before the centre ``S x S`` crop: ``round(S / 0.875)``."""
         return round(self.input_size / CROP_FRACTION)
