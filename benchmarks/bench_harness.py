@@ -81,7 +81,7 @@ def main() -> None:
                        limit=args.limit, batch_size=BATCH, sanity=False)
     evaluation = Evaluation(config, device)
     for item in evaluation.images:
-        evaluation.input_image(item)  # load the images first, as the minimal loop had them
+        evaluation.inputs.get(item)  # load the images first, as the minimal loop had them
     pgd(classifier, views[:BATCH], labels[:BATCH])  # warm-up
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.limit} images")
     bare, harness = [], []

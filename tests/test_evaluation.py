@@ -117,7 +117,7 @@ def test_evaluate_writes_every_outcome_and_the_summaries(data_dir, tmp_path):
 
 def test_progress_counts_only_the_current_plans_batches(tmp_path):
     from ciidefence.evaluation import ResultStore
-    from ciidefence.evaluation.store import read_run
+    from ciidefence.evaluation.run_folder import read_run
 
     with ResultStore(tmp_path / "results.sqlite") as store:
         store.set_meta("config", json.dumps({"model": "m"}))
@@ -514,7 +514,7 @@ SANITY = '{"max_iter":20,"restarts":0,"step_ratio":0.25}'
 
 def test_a_database_from_before_experiment_identities_migrates(tmp_path):
     """The first release stored no purpose, spelled BPDA as 'bpda-<approximation>' and had no defence times."""
-    from ciidefence.evaluation.store import read_run
+    from ciidefence.evaluation.run_folder import read_run
 
     with sqlite3.connect(tmp_path / "results.sqlite") as connection:
         connection.executescript(OLD_SCHEMA)
@@ -629,7 +629,8 @@ def test_normalised_l2_budgets_size_each_images_perturbation_by_its_own_norm(dat
 
 
 def test_a_database_of_0_2_gains_the_budget_columns(tmp_path):
-    from ciidefence.evaluation.store import ADDED_COLUMNS, SCHEMA, read_run
+    from ciidefence.evaluation.run_folder import read_run
+    from ciidefence.evaluation.store import ADDED_COLUMNS, SCHEMA
 
     old = SCHEMA
     for name, definition in ADDED_COLUMNS.items():

@@ -14,7 +14,7 @@ import torch
 from ciidefence.errors import ConfigError
 from ciidefence.evaluation import Evaluation, ResultStore
 from ciidefence.evaluation.pack import PackError, pack_run, unpack_run
-from ciidefence.evaluation.runner import open_run
+from ciidefence.evaluation.run_folder import open_run
 from ciidefence.evaluation.summary import write_report
 from conftest import BUNDLED_SAMPLE, REPO
 from test_identity import small_config

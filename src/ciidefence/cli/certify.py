@@ -70,7 +70,7 @@ def certify(data, labels, model, sigma_text, front_text, denoiser_model, strengt
     from ..defences.config import strength_config
     from ..evaluation.certification import Certification, CertifyConfig
     from ..evaluation.certify_report import write_certification_report
-    from ..evaluation.runner import open_run, open_written
+    from ..evaluation.run_folder import open_run, open_written
     from ..progress import tqdm_bar
 
     if retry_errors and not resume:

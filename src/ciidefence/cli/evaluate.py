@@ -166,7 +166,8 @@ def execute_run(run_config: RunConfig, run_dir: str, resume: bool, dry_run: bool
     and report. Shared by evaluate and sweep. A unit that fails is recorded as error rows and the run goes on;
     ``retry_errors`` (with ``resume``) reruns those units first."""
     from ..evaluation.api import run_evaluation
-    from ..evaluation.runner import Evaluation, open_written, tqdm_progress
+    from ..evaluation.run_folder import open_written
+    from ..evaluation.runner import Evaluation, tqdm_progress
 
     if retry_errors and not resume:
         raise CommandFailed("--retry-errors reruns the failed batches of a run: give it with --resume", exit_code=2)

@@ -24,7 +24,8 @@ from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
 from ..progress import ProgressBar
 from .plan import RunConfig
-from .runner import Evaluation, open_run
+from .run_folder import open_run
+from .runner import Evaluation
 from .store import ResultRow, ResultStore
 
 

@@ -105,7 +105,7 @@ class Worker:
 
     def run(self, digest: str, index: int, views: dict[str, torch.Tensor | str] | None = None) -> list[ResultRow]:
         if views:
-            self.evaluation.add_inputs(views)
+            self.evaluation.inputs.add(views)
         return self.evaluation.run_unit_or_error_rows(self.experiments[digest], self.batches[index])
 
 
@@ -182,7 +182,7 @@ def _evaluation_job(evaluation: Evaluation, store: ResultStore, options: Cluster
 
     def submit(actor, unit: Unit):
         experiment, index, batch = unit
-        views = evaluation.shipped_inputs(batch) if options.ship_data else None
+        views = evaluation.inputs.shipped(batch) if options.ship_data else None
         return actor.run.remote(experiment.digest, index, views)
 
     def write(unit: Unit, rows: list[ResultRow]) -> None:

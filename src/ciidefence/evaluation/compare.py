@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..attacks import ATTACKS
 from .cells import Cell, cells, defence_labels, params_text, percent
-from .store import Run, read_run
+from .run_folder import Run, read_run
 from .summary import run_protocol
 
 

@@ -76,7 +76,7 @@ def _seconds_per_image(function: Callable[[], object], images: int) -> float:
 
 def measure_parts(evaluation: Evaluation) -> PartCosts:
     """Time a gradient, a prediction and each defence on the run's first readable images of one size."""
-    inputs = [image for image in map(evaluation.input_image, evaluation.batches()[0])
+    inputs = [image for image in map(evaluation.inputs.get, evaluation.batches()[0])
               if isinstance(image, torch.Tensor)]
     if not inputs:
         inputs = [torch.rand(3, evaluation.classifier.input_size, evaluation.classifier.input_size)]

@@ -21,8 +21,9 @@ import torch
 from ..defences.ciid import CIIDefence, purify
 from ..errors import ConfigError
 from .plan import RunConfig
+from .run_folder import read_run
 from .runner import Evaluation
-from .store import ResultRow, read_run
+from .store import ResultRow
 
 PICTURE_SIDE = 160
 BOX_COLOUR = (255, 212, 0)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..files import write_atomically
 from .gallery import Picture, picture_key
-from .store import ResultRow, read_run
+from .run_folder import read_run
+from .store import ResultRow
 
 THUMBNAIL_SIDE = 96
 MAX_THUMBNAILS = 500

@@ -1,8 +1,9 @@
 """Running an evaluation: attack, defend, score, and write every image's outcome.
 
 :class:`Evaluation` checks and builds everything a run needs (classifier,
-data, defences, experiments) before anything is written; :func:`open_run`
-then creates or reopens the run folder. Work is split into units (one batch
+data, defences, experiments) before anything is written;
+:func:`~ciidefence.evaluation.run_folder.open_run` then creates or reopens the
+run folder. Work is split into units (one batch
 of images under one experiment, scored by every defence it concerns);
 :meth:`Evaluation.run_unit` computes a unit's rows from its identity alone,
 so the rows do not depend on the order in which units run.
@@ -13,9 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -25,110 +25,18 @@ from ..attacks.estimators import art_estimator
 from ..attacks.generate import generate
 from ..defences.art import ARTPreprocessor
 from ..defences.registry import Defence, build_defence
-from ..errors import CIIDefenceError, ConfigError, one_line
-from ..images import load_image
+from ..errors import ConfigError, one_line
 from ..models import load_classifier
 from ..models.base import Classifier
 from ..progress import ProgressBar, tqdm_bar
 from ..randomness import seeded_generator, stable_seed
 from .data import LabelledImage, load_dataset
-from .lock import RunLock
+from .inputs import Inputs
 from .plan import Experiment, RunConfig
 from .store import NO_PREDICTION, ResultRow, ResultStore
-from .stored import StoredConfig
-
-RESULTS_FILE = "results.sqlite"
-INPUT_CACHE_BYTES = 2048 * 3 * 224 * 224 * 4
-"""Decoded inputs kept in memory (1.2 GB): every view of a 2,048-image run at 224 px, or a few hundred images at
-full resolution."""
-CONFIG_FILE = "config.json"
 
 Unit = tuple[Experiment, int, list[LabelledImage]]
 """(experiment, batch index, batch): the work that one transaction writes."""
-
-
-def open_run(run_dir: str | Path, config: StoredConfig, resume: bool) -> ResultStore:
-    """Create a run folder, or reopen one to resume after checking its configuration.
-
-    Call it only once everything the run needs has been checked (build the
-    :class:`Evaluation` first): a bad option then leaves no folder behind.
-    The folder is locked until the returned store is closed. A run is
-    resumed wherever its data lies now: the data folder's digest is checked,
-    not its path (a run from before digests were stored: its rows' images
-    and labels).
-
-    Raises
-    ------
-    ConfigError
-        If the folder already holds results and ``resume`` is False, holds a
-        run of another configuration or other data, or is in use by another
-        process. Nothing is overwritten.
-    """
-    run_dir = Path(run_dir)
-    database = run_dir / RESULTS_FILE
-    if database.exists() and not resume:
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-    if resume and not database.exists():
-        raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
-    if config.data_digest is None:
-        config = config.with_data_digest()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror or error})") from None
-    lock = RunLock(run_dir).acquire()
-    try:
-        store = ResultStore(database)
-        store.lock = lock
-        if store.get_meta("config") is None:
-            store.set_meta("config", config.to_json())
-            (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
-        else:
-            _check_same_configuration(store, run_dir, config)
-    except BaseException:
-        lock.release()
-        raise
-    return store
-
-
-def open_written(run_dir: str | Path, config: StoredConfig) -> ResultStore:
-    """Reopen a run folder to read what it has written, without its lock (a dry run beside the running run).
-
-    Raises
-    ------
-    ConfigError
-        If there is nothing to resume, or the folder holds a run of another configuration or other data.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / RESULTS_FILE).exists():
-        raise ConfigError(f"{run_dir}: nothing to resume (no {RESULTS_FILE})")
-    store = ResultStore(run_dir / RESULTS_FILE)
-    _check_same_configuration(store, run_dir, config if config.data_digest else config.with_data_digest())
-    return store
-
-
-def _check_same_configuration(store: ResultStore, run_dir: Path, config: StoredConfig) -> None:
-    stored = store.get_meta("config")
-    if stored is None:
-        return
-    if not config.matches(stored):
-        store.close()
-        raise ConfigError(
-            f"{run_dir} was made by a different configuration; resume it with the same options "
-            f"(see {run_dir / CONFIG_FILE}) or choose another --out"
-        )
-    stored_digest = json.loads(stored).get("data_digest")
-    if stored_digest is not None and stored_digest != config.data_digest:
-        store.close()
-        raise ConfigError(f"--data {config.data} holds other images or labels than {run_dir} was made with "
-                          f"(file names, sizes or labels differ); resume it with the same data")
-    if stored_digest is None:  # a run from before data digests: its rows say which images and labels it used
-        labels = {item.key: item.label for item in load_dataset(config.data, config.labels, num_classes=1000)}
-        foreign = [image for image, label in store.images_and_labels() if labels.get(image) != label]
-        if foreign:
-            store.close()
-            raise ConfigError(f"--data {config.data} does not hold {len(foreign)} of the images {run_dir} was made "
-                              f"with, with the same labels (e.g. {foreign[0]}); resume it with the same data")
 
 
 class Draws(NamedTuple):
@@ -180,8 +88,7 @@ class Evaluation:
         }
         self.experiments = config.experiments(self.defences)
         self.clean = config.clean_experiment()
-        self._inputs: OrderedDict[str, torch.Tensor | str] = OrderedDict()
-        self._input_bytes = 0
+        self.inputs = Inputs(self.classifier, config.resolution, config.max_pixels)
         self._clean_predictions: dict[tuple[str, str], int] = {}  # (defence digest, image) -> class
         self._estimators: dict[tuple, tuple[object, ARTPreprocessor | None]] = {}
 
@@ -241,26 +148,6 @@ class Evaluation:
                 for item in batch]
 
     # --- the work ----------------------------------------------------------------------------------
-
-    def input_image(self, item: LabelledImage) -> torch.Tensor | str:
-        """What attacks and defences work on, ``(3, H, W)``: the classifier's ``S x S`` view of the image, or the
-        image itself at ``resolution="full"``; or the error message if it cannot be read.
-
-        Recent inputs are kept, up to :data:`INPUT_CACHE_BYTES`, so memory stays bounded on large runs.
-        """
-        if item.key in self._inputs:
-            self._inputs.move_to_end(item.key)
-        else:
-            self.add_inputs({item.key: self.read_input(item)})
-        return self._inputs[item.key]
-
-    def read_input(self, item: LabelledImage) -> torch.Tensor | str:
-        """:meth:`input_image`, read from the file every time (nothing is kept)."""
-        try:
-            image = load_image(item.path, self.config.max_pixels, self.classifier.view_side)
-            return image if self.config.resolution == "full" else self.classifier.prepare(image[None])[0]
-        except CIIDefenceError as error:
-            return str(error)
 
     def _estimator(self, experiment: Experiment) -> tuple[object, ARTPreprocessor | None]:
         key = (experiment.target, experiment.approximation, experiment.eot, experiment.source)
@@ -338,7 +225,7 @@ class Evaluation:
                         ) -> tuple[list[ResultRow], list[tuple[list[LabelledImage], torch.Tensor]]]:
         """The error rows of ``batch``'s unreadable images, and its readable ones in groups of one size, each
         with its ``(N, 3, H, W)`` images on the run's device: what a unit attacks together."""
-        inputs = {item.key: self.input_image(item) for item in batch}
+        inputs = {item.key: self.inputs.get(item) for item in batch}
         errors = [row for item in batch if not isinstance(inputs[item.key], torch.Tensor)
                   for row in self.error_rows(experiment, [item], str(inputs[item.key]))]
         sizes: dict[tuple[int, ...], list[LabelledImage]] = {}
@@ -461,21 +348,6 @@ class Evaluation:
         store.set_meta("units_total", str(units_total or len(self.units())))
         store.record_planned_experiments(self.classifier.name, [experiment.digest for experiment in self.experiments])
 
-    def shipped_inputs(self, batch: list[LabelledImage]) -> dict[str, torch.Tensor | str]:
-        """A batch's decoded inputs (or each error message), for workers that cannot read the data."""
-        return {item.key: self.read_input(item) for item in batch}
-
-    def add_inputs(self, inputs: dict[str, torch.Tensor | str]) -> None:
-        """Use these decoded inputs instead of reading the files (see :meth:`shipped_inputs`); the oldest are
-        dropped beyond :data:`INPUT_CACHE_BYTES`."""
-        for key, value in inputs.items():
-            if key in self._inputs:
-                self._input_bytes -= _bytes(self._inputs.pop(key))
-            self._inputs[key] = value
-            self._input_bytes += _bytes(value)
-        while len(self._inputs) > 1 and self._input_bytes > INPUT_CACHE_BYTES:
-            self._input_bytes -= _bytes(self._inputs.popitem(last=False)[1])
-
     def run(self, store: ResultStore, units_total: int | None = None) -> None:
         """Run every pending unit, writing each unit's rows in one transaction.
 
@@ -495,10 +367,6 @@ class Evaluation:
         finally:
             if bar is not None:
                 bar.close()
-
-
-def _bytes(value: torch.Tensor | str) -> int:
-    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
 
 
 def tqdm_progress(total: int) -> ProgressBar:

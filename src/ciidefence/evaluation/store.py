@@ -388,56 +388,5 @@ def _migrate(connection: sqlite3.Connection) -> None:
         connection.execute("DROP TABLE results_before_migration")
 
 
-@dataclass(frozen=True)
-class Run:
-    """What a run folder's database holds: its rows, configuration and progress.
-
-    ``images`` and ``units_total`` are the plan's size (None for databases
-    written before they were stored); ``units_done`` the units of that plan finished;
-    ``invalid`` a JSON object of the defences refused (label: reason).
-    """
-
-    rows: list[ResultRow]
-    config: dict | None
-    images: int | None
-    units_total: int | None
-    units_done: int
-    invalid: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.units_total is None or self.units_done >= self.units_total
-
-
-def read_run(run_dir: str | os.PathLike) -> Run:
-    """Read a run folder's database (``results.sqlite``).
-
-    Raises
-    ------
-    ConfigError
-        If the database is not one of ours, or its stored configuration or
-        plan is not what the project writes (edited, or from another tool).
-    """
-    path = Path(run_dir) / "results.sqlite"
-    with ResultStore(path) as store:
-        config, images, units, invalid = (store.get_meta(key)
-                                          for key in ("config", "images", "units_total", "invalid_defences"))
-        try:
-            plan = json.loads(config) if config else None
-            if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("model"), str)):
-                raise ValueError("the configuration is not an object naming a model")
-            planned = store.planned_experiments(planned_models(plan)) if plan else None
-            return Run(store.result_rows(), plan, int(images) if images else None,
-                       int(units) if units else None, store.units_done(planned), invalid)
-        except (ValueError, TypeError, AttributeError, KeyError) as error:
-            raise ConfigError(f"{path}: its stored plan cannot be read ({type(error).__name__}: {error}); it was "
-                              f"not written by ciidefence as it is") from None
-
-
-def planned_models(config: dict | None) -> list[str]:
-    """The classifiers a stored run configuration plans, in order (none for databases without one)."""
-    return [config["model"], *config.get("extra_models", [])] if config else []
-
-
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -39,7 +39,7 @@ class StoredConfig:
         """Whether ``stored`` (a run folder's configuration) describes this run's options.
 
         The data is not compared here (neither its paths nor ``data_digest``):
-        :func:`~ciidefence.evaluation.runner.open_run` checks it, with its own
+        :func:`~ciidefence.evaluation.run_folder.open_run` checks it, with its own
         message. Options added in later releases are absent from older run
         folders; they match when this run leaves them at their defaults.
         """

@@ -16,7 +16,8 @@ from .checks import STILL_FALLING_POINTS, Check, Convergence, convergence, sanit
 from .draws import draws_cells, draws_markdown
 from .figures import plot, plot_convergence, plot_table
 from .plan import threat_label
-from .store import ResultRow, Run, canonical_json, planned_models, read_run
+from .run_folder import Run, planned_models, read_run
+from .store import ResultRow, canonical_json
 from .worst_case import THREAT_GROUPS, WorstCase, worst_cases
 
 

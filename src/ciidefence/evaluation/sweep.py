@@ -13,7 +13,8 @@ from pathlib import Path
 from ..defences.config import CIIDefenceConfig
 from ..errors import ConfigError
 from .cells import Cell, cells, defence_labels
-from .store import ResultRow, read_run
+from .run_folder import read_run
+from .store import ResultRow
 
 _FIELDS = {field.name: field for field in dataclasses.fields(CIIDefenceConfig)}
 CLEAN_TOLERANCE = 0.02
