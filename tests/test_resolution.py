@@ -32,7 +32,7 @@ def three_images(tmp_path_factory):
 def runs(three_images, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     found = {}
-    for resolution in ("view", "full"):
+    for resolution in ("view", "full", "full-then-view"):
         found[resolution] = cii.evaluate(data=three_images, out=out / resolution, defences=["none", "jpeg"],
                                          attacks=["fgsm"], eps=["4/255"], eval_draws=1, resolution=resolution)
     return out, found
@@ -90,3 +90,27 @@ def test_a_stored_configuration_reads_back_as_the_run_was_made(runs):
     assert RunConfig.from_stored(stored).resolution == "view"
     with pytest.raises(cii.ConfigError, match="options this version does not know: colour"):
         RunConfig.from_stored({**stored, "colour": "blue"})
+
+
+def test_full_then_view_attacks_the_image_and_defends_its_view(runs, three_images):
+    import dataclasses
+
+    import torch
+
+    from ciidefence.evaluation import Evaluation, RunConfig
+
+    out, found = runs
+    full = {(row.image, row.defence, row.attack): row for row in found["full"]}
+    mixed = {(row.image, row.defence, row.attack): row for row in found["full-then-view"]}
+    for name in FIRST:
+        assert mixed[(name, "none", "fgsm")].l2 == pytest.approx(full[(name, "none", "fgsm")].l2)  # the same attack
+    stored = RunConfig.from_stored(json.loads((out / "full-then-view" / "config.json").read_text()))
+    for resolution, side in (("full-then-view", 224), ("full", 500)):
+        evaluation = Evaluation(dataclasses.replace(stored, resolution=resolution), torch.device("cpu"))
+        _, groups = evaluation.readable_groups(evaluation.experiments[0], evaluation.batches()[0])
+        batch, images = groups[0]
+        assert images.shape[-1] == 500  # the attack works on the image itself
+        assert evaluation.defence_input(images).shape[-1] == side
+    with pytest.raises(cii.ConfigError, match="full-then-view takes gray-box and transfer threats"):
+        cii.evaluate(data=three_images, out=three_images.parent / "bpda", resolution="full-then-view",
+                     threat=["bpda"])

@@ -206,7 +206,9 @@ _RUN_OPTIONS = [
     click.option("--resolution", type=click.Choice(RESOLUTIONS), default="view", show_default=True,
                  help="view: attack and defend the classifier's 224 px view of each image (the paper's protocol); "
                       "full: each image at its own resolution, as `ciid classify` and `purify` defend it, the attack "
-                      "made through the classifier's resize (slower: images of one size are batched together)."),
+                      "made through the classifier's resize (slower: images of one size are batched together); "
+                      "full-then-view: the attack on the full image, the defence on its view (gray-box and "
+                      "transfer only)."),
     click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
                  help="Run folder (created; never overwritten)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),

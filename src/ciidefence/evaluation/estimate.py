@@ -91,7 +91,8 @@ def measure_parts(evaluation: Evaluation) -> PartCosts:
         with torch.no_grad():
             classifier(images)
 
-    defences = {defence.digest: _seconds_per_image(functools.partial(defence, images), len(images))
+    defences = {defence.digest: _seconds_per_image(functools.partial(defence, evaluation.defence_input(images)),
+                                                   len(images))
                 for defence in evaluation.defences.values()}
     defences[evaluation.undefended.digest] = 0.0
     return PartCosts(_seconds_per_image(gradient, len(images)), _seconds_per_image(prediction, len(images)), defences)

@@ -81,8 +81,8 @@ def remake_first_batch(run_dir: str | Path, progress: Callable[[str], None] | No
             for defence in evaluation.scored_defences(experiment):
                 if isinstance(defence.module, CIIDefence):
                     generators = evaluation.defence_generators(experiment, group, defence)
-                    purification = purify(adversarial, evaluation.classifier, defence.module.config,
-                                          generator=generators)
+                    purification = purify(evaluation.defence_input(adversarial), evaluation.classifier,
+                                          defence.module.config, generator=generators)
                     defended = purification.output
                     boxes: list[torch.Tensor | None] = [purification.boxes[i][purification.box_valid[i]]
                                                         for i in range(len(group))]

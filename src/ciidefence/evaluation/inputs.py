@@ -17,8 +17,8 @@ full resolution."""
 
 
 class Inputs:
-    """A run's inputs, ``(3, H, W)`` in [0, 1]: the classifier's ``S x S`` view of each image, or at
-    ``resolution="full"`` the image itself; or the error message where an image cannot be read.
+    """A run's inputs, ``(3, H, W)`` in [0, 1]: the classifier's ``S x S`` view of each image, or (at the
+    resolutions that attack the full image) the image itself; or the error message where it cannot be read.
 
     Recent inputs are kept, up to :data:`CACHE_BYTES`, so memory stays bounded on large runs.
     """
@@ -39,7 +39,7 @@ class Inputs:
         """:meth:`get`, read from the file every time (nothing is kept)."""
         try:
             image = load_image(item.path, self.max_pixels, self.classifier.view_side)
-            return image if self.resolution == "full" else self.classifier.prepare(image[None])[0]
+            return self.classifier.prepare(image[None])[0] if self.resolution == "view" else image
         except CIIDefenceError as error:
             return str(error)
 

@@ -32,10 +32,12 @@ BUDGETS = ("absolute", "nl2")
 PROTOCOLS = ("all", "paper")
 """Which images are scored: all of them, or (the paper's, after Pixel Deflection's) only those the undefended
 classifier gets right."""
-RESOLUTIONS = ("view", "full")
-"""Where attacks and defences work: on the classifier's ``S x S`` view (the paper's protocol, and the default), or on
+RESOLUTIONS = ("view", "full", "full-then-view")
+"""Where attacks and defences work: on the classifier's ``S x S`` view (the paper's protocol, and the default); on
 each image at its own resolution, as ``ciid classify`` and ``purify`` defend it (the attack is made through the
-classifier's differentiable resize to its view)."""
+classifier's differentiable resize to its view); or the attack on the full image and the defence on the view of
+the attacked image (a deployment that resizes before it defends). Gray-box and transfer threats only for the
+last: BPDA would need the resize inside the defence."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0
@@ -250,6 +252,9 @@ class RunConfig(StoredConfig):
                 raise ConfigError(f"parameters given for {name!r}, which is not among --attacks")
         if self.resolution not in RESOLUTIONS:
             raise ConfigError(f"unknown resolution {self.resolution!r}; choose from: {', '.join(RESOLUTIONS)}")
+        if self.resolution == "full-then-view" and "bpda" in self.threats:
+            raise ConfigError("--resolution full-then-view takes gray-box and transfer threats, not bpda (the "
+                              "attacker would have to differentiate the resize before the defence)")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
         if not self.defences or not self.attacks and not self.sanity:

@@ -182,12 +182,17 @@ class Evaluation:
         with torch.no_grad():
             return self.classifier(images).argmax(1).cpu().tolist()
 
-    @staticmethod
-    def _defend(defence: Defence, images: torch.Tensor,
+    def defence_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the defences receive of ``images``: the images, or at ``resolution="full-then-view"`` the
+        classifier's view of them."""
+        return self.classifier.prepare(images) if self.config.resolution == "full-then-view" else images
+
+    def _defend(self, defence: Defence, images: torch.Tensor,
                 generators: list[torch.Generator]) -> tuple[torch.Tensor, float]:
-        """The defended images and the defence's milliseconds per image."""
+        """The defended images and the defence's milliseconds per image. At ``resolution="full-then-view"`` the
+        defence receives the classifier's view of the (full-resolution) images."""
         started = time.perf_counter()
-        purified = defence(images, generator=generators)
+        purified = defence(self.defence_input(images), generator=generators)
         return purified, 1000 * (time.perf_counter() - started) / len(images)
 
     def _clean_prediction(self, defence: Defence, batch: list[LabelledImage],

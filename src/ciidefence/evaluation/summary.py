@@ -72,6 +72,9 @@ def _failures_lines(rows: list[ResultRow]) -> list[str]:
 
 def resolution_sentence(resolution: str) -> str:
     """How a run's images were attacked and defended (:data:`~ciidefence.evaluation.plan.RESOLUTIONS`)."""
+    if resolution == "full-then-view":
+        return ("Resolution: **full, then the view**: each image attacked at its own size (through the "
+                "classifier's resize), and each defence given the classifier's view of the attacked image.")
     if resolution == "full":
         return ("Resolution: **full**: each image attacked and defended at its own size (the attack made through "
                 "the classifier's resize to its view), as `ciid classify` and `purify` defend images.")
