@@ -53,6 +53,30 @@ def test_classify_with_an_attack_prints_what_each_defence_keeps_of_it(sample_pat
     assert_one_line_error(bad, 2, "eps '2' must lie in (0, 1]")
 
 
+def test_classify_defends_the_view_unless_asked_for_the_full_image(sample_paths):
+    def ciid_top(*extra):
+        result = ciid("classify", sample_paths[0], "--defence", "median", "--top", "1", "--json", "--threads", "1",
+                      *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["results"][0]["predictions"]["median"][0]["probability"]
+
+    import torch
+
+    from ciidefence.defences.registry import build_defence
+    from ciidefence.images import load_image
+    from ciidefence.models import load_classifier
+
+    classifier = load_classifier()
+    median = build_defence("median", classifier)
+    image = load_image(sample_paths[0])[None]
+    with torch.no_grad():
+        at_view = classifier(median(classifier.prepare(image))).softmax(1).max().item()
+        at_full = classifier(median(image)).softmax(1).max().item()
+    assert abs(at_view - at_full) > 1e-3  # the two places differ on this image
+    assert ciid_top() == pytest.approx(at_view, abs=1e-5)
+    assert ciid_top("--resolution", "full") == pytest.approx(at_full, abs=1e-5)
+
+
 def test_classify_compares_rival_defences_and_purify_writes_one(tmp_path, sample_paths):
     result = ciid("classify", sample_paths[0], "--defence", "none,jpeg,pixel-deflection,ciid-k1", "--json")
     assert result.returncode == 0, result.stderr
