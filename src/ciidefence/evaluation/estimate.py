@@ -98,7 +98,7 @@ def measure_parts(evaluation: Evaluation) -> PartCosts:
     return PartCosts(_seconds_per_image(gradient, len(images)), _seconds_per_image(prediction, len(images)), defences)
 
 
-def experiment_gradients(evaluation: Evaluation, experiment: Experiment) -> float:
+def experiment_gradients(experiment: Experiment) -> float:
     """Gradient evaluations per image of ``experiment`` (EOT samples included)."""
     if experiment.threat == "clean":
         return 0.0
@@ -120,7 +120,7 @@ def estimate(evaluation: Evaluation, written: ResultStore | None = None) -> Esti
     draws = evaluation.config.eval_draws
     costs = []
     for experiment in evaluation.experiments:
-        gradients = experiment_gradients(evaluation, experiment)
+        gradients = experiment_gradients(experiment)
         per_gradient = parts.gradient
         if experiment.approximation:  # BPDA: the defence runs forward at every gradient
             per_gradient += parts.defences[evaluation.defences[str(experiment.target)].digest]
