@@ -611,6 +611,11 @@ def test_report_compares_two_runs_side_by_side(data_dir, tmp_path):
     assert "Only in A: jpeg " in result.stdout and "Only in B: median " in result.stdout
     assert "| jpeg" not in result.stdout and "| median" not in result.stdout  # no half-empty rows
     assert (tmp_path / "a" / "compare.md").read_text().strip() == result.stdout.strip()
+    evaluate(data_dir, tmp_path / "c", *common[:1], "2", *common[2:], "--defences", "none,jpeg")
+    fewer = subprocess.run([*PYTHON_CIID, "report", str(tmp_path / "c"), "--compare", str(tmp_path / "a")],
+                           capture_output=True, text=True, timeout=120)
+    assert "on the images both hold (2; A holds 2, B 4)" in fewer.stdout
+    assert fewer.stdout.count("(n=2)") == 2 * 2 * 2  # clean and FGSM for none and jpeg, A and B: the same 2 images
 
 
 def test_normalised_l2_budgets_size_each_images_perturbation_by_its_own_norm(data_dir, tmp_path):

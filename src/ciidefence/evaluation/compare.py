@@ -31,10 +31,14 @@ def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
     Cells are matched by identity: the defence's digest and the experiment's
     (attack, parameters, budget, threat, approximation); by the model too
     when both runs evaluated the same models, so that two classifiers can be
-    compared on the same experiments.
+    compared on the same experiments. Only the images both runs hold count,
+    so a 100-image run is compared with the same 100 of a 500-image one.
     """
     runs = [read_run(run_dir), read_run(other_dir)]
-    tables = [[c for c in cells(run.rows, run_protocol(run)) if c.in_table] for run in runs]
+    held = [{row.image for row in run.rows} for run in runs]
+    common = held[0] & held[1]
+    tables = [[c for c in cells([row for row in run.rows if row.image in common], run_protocol(run)) if c.in_table]
+              for run in runs]
     same_models = {c.model for c in tables[0]} == {c.model for c in tables[1]}
     show_model = same_models and len({c.model for c in tables[0]}) > 1
 
@@ -46,7 +50,9 @@ def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
     lines = ["# Comparison", "", f"A = `{run_dir}` ({describe_run(runs[0])}); B = `{other_dir}` "
              f"({describe_run(runs[1])}).", "",
              "Top-1 accuracy of each experiment both runs hold (matched by the defence's and the experiment's "
-             "identity); **yes** where the 95% interval of A - B (Newcombe) excludes 0.", "",
+             "identity), on the images both hold"
+             + (f" ({len(common)}; A holds {len(held[0])}, B {len(held[1])})" if held[0] != held[1] else "")
+             + "; **yes** where the 95% interval of A - B (Newcombe) excludes 0.", "",
              "| defence | threat | attack | parameters | eps | A | B | A - B (95% interval) | differs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, a in found[0].items():
