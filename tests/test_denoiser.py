@@ -178,3 +178,20 @@ def test_training_that_diverges_stops_with_one_line_and_keeps_the_last_checkpoin
     with pytest.raises(ConfigError, match="diverged at step 4.*is kept"):
         trainer.train(validate_every=10)
     assert torch.load(tmp_path / "d.safetensors.ckpt", weights_only=True)["step"] == 3
+
+
+def test_a_loss_that_blows_up_without_becoming_infinite_stops_training():
+    import random
+
+    from ciidefence.training.trainer import BlowUpWatch
+
+    rng = random.Random(0)
+    # the run in docs/JOURNAL.md: MSE falling from 0.036 to 0.006 over 1,200 steps, noisy from batch to batch ...
+    falling = [0.036 * (0.006 / 0.036) ** (step / 1200) * rng.uniform(0.5, 1.6) for step in range(1200)]
+    watch = BlowUpWatch()
+    assert not any(watch.blew_up(loss) for loss in falling)
+    # ... then 0.31 and staying there: caught within a few dozen steps
+    tripped = [watch.blew_up(0.31 * rng.uniform(0.9, 1.1)) for _ in range(100)]
+    assert True in tripped and tripped.index(True) < 60
+    calm = BlowUpWatch()  # a noisy loss on a plateau never trips
+    assert not any(calm.blew_up(5 * rng.uniform(0.3, 2.0)) for _ in range(3000))

@@ -144,6 +144,8 @@ class DenoiserTrainer(Trainer):
         noise = torch.randn(clean.shape, generator=generator)
         return (clean + sigmas.view(-1, 1, 1, 1) * noise).clamp(0, 1).to(self.device), sigmas.to(self.device)
 
+    watched_losses = ("mse",)
+
     def step(self) -> dict[str, float]:
         config = self.config
         stability = self.state.step >= config.stability_from
