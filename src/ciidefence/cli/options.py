@@ -8,7 +8,7 @@ import functools
 import click
 from click.core import ParameterSource
 
-from ..defences.config import REMOVED_STRENGTHS, STRENGTHS, CIIDefenceConfig, strength_config
+from ..defences.config import STRENGTHS, CIIDefenceConfig, strength_config
 from ..denoising import THRESHOLDS, WAVELET_BACKENDS
 from ..errors import ConfigError
 from ..evaluation.plan import RESOLUTIONS
@@ -51,10 +51,10 @@ def _check_model(text: str) -> str:
 
 
 def _check_strength(value: str) -> str:
-    if value in REMOVED_STRENGTHS:
-        raise click.BadParameter(f"{value!r} was removed: {REMOVED_STRENGTHS[value]}")
-    if value not in STRENGTHS:
-        raise click.BadParameter(f"{value!r} is not one of {', '.join(STRENGTHS)}")
+    try:
+        strength_config(value)  # the one check of strength names, withdrawn ones included
+    except ConfigError as error:
+        raise click.BadParameter(str(error)) from None
     return value
 
 
@@ -205,10 +205,10 @@ _RUN_OPTIONS = [
                  help="Images per attack batch; 8 is fastest per image on a 2-core CPU."),
     click.option("--resolution", type=click.Choice(RESOLUTIONS), default="view", show_default=True,
                  help="view: attack and defend the classifier's 224 px view of each image (the paper's protocol); "
-                      "full: each image at its own resolution, as `ciid classify` and `purify` defend it, the attack "
+                      "full: each image at its own resolution, as `ciid purify` defends it, the attack "
                       "made through the classifier's resize (slower: images of one size are batched together); "
-                      "full-then-view: the attack on the full image, the defence on its view (gray-box and "
-                      "transfer only)."),
+                      "full-then-view: the attack on the full image, the defence on its view, as `ciid classify` "
+                      "defends it (gray-box and transfer only)."),
     click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
                  help="Run folder (created; never overwritten)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out; finished batches are kept."),

@@ -34,10 +34,10 @@ PROTOCOLS = ("all", "paper")
 classifier gets right."""
 RESOLUTIONS = ("view", "full", "full-then-view")
 """Where attacks and defences work: on the classifier's ``S x S`` view (the paper's protocol, and the default); on
-each image at its own resolution, as ``ciid classify`` and ``purify`` defend it (the attack is made through the
-classifier's differentiable resize to its view); or the attack on the full image and the defence on the view of
-the attacked image (a deployment that resizes before it defends). Gray-box and transfer threats only for the
-last: BPDA would need the resize inside the defence."""
+each image at its own resolution, as ``ciid purify`` defends it (the attack is made through the classifier's
+differentiable resize to its view); or the attack on the full image and the defence on the view of the attacked
+image, as ``ciid classify`` defends it (a deployment that resizes before it defends). Gray-box and transfer
+threats only for the last: BPDA would need the resize inside the defence."""
 SANITY_PGD = {"max_iter": 20, "step_ratio": 0.25, "restarts": 0}
 SANITY_EPS = 8 / 255
 UNBOUNDED_EPS = 1.0

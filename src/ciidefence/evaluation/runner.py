@@ -280,7 +280,7 @@ class Evaluation:
             if experiment.threat == "clean":
                 defended_adv = clean_defended  # the adversarial images are the clean ones
                 if defence_ms is None:
-                    _, defence_ms = self._defend(defence, images, self.defence_generators(experiment, batch, defence))
+                    _, defence_ms = self.defended(defence, experiment, batch, images)
             else:
                 purified, defence_ms = self.defended(defence, experiment, batch, adversarial)
                 defended_adv = pred_adv if defence.identity else self._predict(purified)

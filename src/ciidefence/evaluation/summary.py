@@ -77,7 +77,7 @@ def resolution_sentence(resolution: str) -> str:
                 "classifier's resize), and each defence given the classifier's view of the attacked image.")
     if resolution == "full":
         return ("Resolution: **full**: each image attacked and defended at its own size (the attack made through "
-                "the classifier's resize to its view), as `ciid classify` and `purify` defend images.")
+                "the classifier's resize to its view), as `ciid purify` defends images.")
     return "Resolution: the classifier's view (each image resized and centre-cropped first; the paper's protocol)."
 
 
