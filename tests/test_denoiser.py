@@ -195,3 +195,30 @@ def test_a_loss_that_blows_up_without_becoming_infinite_stops_training():
     assert True in tripped and tripped.index(True) < 60
     calm = BlowUpWatch()  # a noisy loss on a plateau never trips
     assert not any(calm.blew_up(5 * rng.uniform(0.3, 2.0)) for _ in range(3000))
+
+
+def test_training_can_start_from_saved_weights_and_names_them(classifier, tmp_path):
+    start = tmp_path / "start.safetensors"
+    save_denoiser(trained_a_little(), start)
+    out = tmp_path / "tuned.safetensors"
+    tuned = _trainer(classifier, out, init_from=start)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
+                                                  trained_a_little().state_dict().values(), strict=True))
+    tuned.train(validate_every=2)
+    from safetensors import safe_open
+
+    from ciidefence.denoising.learned import weights_digest
+
+    with safe_open(str(out), "pt") as handle:
+        assert handle.metadata()["init_from"] == weights_digest(start)
+    resumed = _trainer(classifier, out, resume=True, steps=3)  # the start is remembered across --resume
+    assert resumed.init_digest == weights_digest(start)
+
+
+def test_the_training_command_refuses_an_architecture_beside_init_from(tmp_path):
+    start = tmp_path / "start.safetensors"
+    save_denoiser(trained_a_little(), start)
+    result = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "train-denoiser", "--data", str(TRAINING),
+                             "--out", str(tmp_path / "d.safetensors"), "--init-from", str(start), "--width", "8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().endswith("drop --width and --levels")

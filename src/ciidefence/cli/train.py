@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .options import SEED, THREADS
 from .session import CommandFailed, report_errors, resolve_device, say, set_threads, warn
@@ -117,6 +118,9 @@ def export_inpainter(out_path, weights, overwrite) -> None:
               show_default=True)
 @click.option("--stability-mse-weight", type=click.FloatRange(0), default=100.0, show_default=True,
               help="Weight of the MSE kept beside the stability objective, so the denoiser stays one (0: none).")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start from these denoiser weights (.safetensors, e.g. the shipped ones) instead "
+                   "of random ones: fine-tuning, say for one sigma. The architecture is the file's.")
 @click.option("--width", type=click.IntRange(4), default=32, show_default=True,
               help="Channels at half resolution, doubled at each level.")
 @click.option("--levels", type=click.IntRange(1, 4), default=2, show_default=True, help="Downsamplings.")
@@ -128,8 +132,8 @@ def export_inpainter(out_path, weights, overwrite) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
 @report_errors
 def train_denoiser(data, out_path, checkpoint_path, model, steps, stability_from, sigmas, batch_size, crop,
-                   learning_rate, stability_batch_size, stability_learning_rate, stability_mse_weight, width, levels,
-                   validate_every, checkpoint_minutes, device, threads, seed, resume) -> None:
+                   learning_rate, stability_batch_size, stability_learning_rate, stability_mse_weight, init_from, width,
+                   levels, validate_every, checkpoint_minutes, device, threads, seed, resume) -> None:
     """Train the Gaussian denoiser of denoised smoothing (Salman et al. 2020): MSE, then the stability objective.
 
     Shows the loss and, on held-back images with fixed noise at each sigma,
@@ -144,6 +148,11 @@ def train_denoiser(data, out_path, checkpoint_path, model, steps, stability_from
     from ..training.denoiser import DenoiserTrainer, DenoiserTrainingConfig
     from .options import split_names
 
+    context = click.get_current_context()
+    if init_from is not None and any(context.get_parameter_source(name) is ParameterSource.COMMANDLINE
+                                     for name in ("width", "levels")):
+        raise CommandFailed("--init-from takes the architecture of its weights file: drop --width and --levels",
+                            exit_code=2)
     set_threads(threads)
     torch_device = resolve_device(device)
     config = DenoiserTrainingConfig(steps=steps, stability_from=stability_from, batch_size=batch_size, crop=crop,
@@ -152,7 +161,7 @@ def train_denoiser(data, out_path, checkpoint_path, model, steps, stability_from
                                     stability_mse_weight=stability_mse_weight,
                                     sigmas=tuple(parse_eps(s) for s in split_names(sigmas)), seed=seed)
     trainer = DenoiserTrainer(data, out_path, DenoiserConfig(width=width, levels=levels), config, torch_device,
-                              load_classifier(model), resume=resume, checkpoint=checkpoint_path)
+                              load_classifier(model), resume=resume, checkpoint=checkpoint_path, init_from=init_from)
     warn(f"training on {len(trainer.train_paths)} images, validating on {len(trainer.validation[0][1])}; "
          f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters")
     history = trainer.train(lambda done, total: tqdm_bar(total, "train", "step", done), checkpoint_minutes,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..denoising.learned import DenoiserConfig, GaussianDenoiser, save_denoiser
+from ..denoising.learned import DenoiserConfig, GaussianDenoiser, load_denoiser, save_denoiser, weights_digest
 from ..errors import ConfigError
 from ..models.base import Classifier
 from .trainer import DecodedImages, Trainer
@@ -111,17 +111,23 @@ class DenoiserTrainer(Trainer):
     """Train (or resume training) a :class:`GaussianDenoiser` on a folder of images.
 
     ``classifier`` (frozen) gives the stability objective and the validation's agreement figures.
+    ``init_from`` (a denoiser's safetensors file, e.g. the shipped one) starts from its weights instead of
+    random ones (fine-tuning, say for one σ); its architecture replaces ``model_config``.
     """
 
     def __init__(self, data: str | os.PathLike, out: str | os.PathLike, model_config: DenoiserConfig,
                  config: DenoiserTrainingConfig, device: torch.device, classifier: Classifier,
-                 resume: bool = False, checkpoint: str | os.PathLike | None = None) -> None:
+                 resume: bool = False, checkpoint: str | os.PathLike | None = None,
+                 init_from: str | os.PathLike | None = None) -> None:
         super().__init__(data, out, config, device, checkpoint)
         self.classifier = classifier.to(device).eval()
         for parameter in self.classifier.parameters():
             parameter.requires_grad_(False)
         torch.manual_seed(config.seed)
-        self.model = GaussianDenoiser(model_config).to(device)
+        if init_from is None:
+            self.model, self.init_digest = GaussianDenoiser(model_config).to(device), None
+        else:
+            self.model, self.init_digest = load_denoiser(init_from, device).train(), weights_digest(init_from)
         self.optimiser = torch.optim.Adam(self.model.parameters(), config.learning_rate)
         self.validation = self._validation_set()
         self.begin(resume)
@@ -193,7 +199,7 @@ class DenoiserTrainer(Trainer):
 
     def checkpoint_state(self) -> dict:
         return {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
-                "model_config": asdict(self.model.config)}
+                "model_config": asdict(self.model.config), "init_from": self.init_digest}
 
     def load_checkpoint_state(self, saved: dict) -> None:
         if saved.get("model_config") != asdict(self.model.config):
@@ -201,10 +207,12 @@ class DenoiserTrainer(Trainer):
                               f"{saved.get('model_config')}")
         self.model.load_state_dict(saved["model"])
         self.optimiser.load_state_dict(saved["optimiser"])
+        self.init_digest = saved.get("init_from")
 
     def write_weights(self, path: Path) -> None:
+        started_from = {"init_from": self.init_digest} if self.init_digest else {}
         save_denoiser(self.model, path, {"steps": str(self.state.step), "training": json.dumps(asdict(self.config)),
-                                         "classifier": self.classifier.name})
+                                         "classifier": self.classifier.name, **started_from})
 
     def describe(self, losses: dict[str, float], latest: dict) -> str:
         text = ", ".join(f"{key} {value:.4f}" for key, value in losses.items())
