@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -583,18 +584,35 @@ def test_a_run_folder_from_before_new_options_still_matches_its_configuration():
     assert not other.matches(json.dumps(older))
 
 
-def test_the_difference_interval_marks_only_clear_differences():
-    from ciidefence.evaluation.compare import difference_interval
+def test_the_paired_difference_interval_covers_and_is_narrower_than_the_independent_one():
+    import random
 
-    def cell_of(correct, total):
-        low, high = wilson_interval(correct, total)
-        return Cell("m", "d", "h", "e", "main", "fgsm", "{}", None, "-", "graybox", None, total, 0, correct,
-                    correct / total, low, high, 0, 0, 0, 0, 0)
+    from ciidefence.evaluation.intervals import paired_difference_interval
 
-    low, high = difference_interval(cell_of(90, 100), cell_of(50, 100))
-    assert 0 < low < 0.4 < high
-    low, high = difference_interval(cell_of(52, 100), cell_of(50, 100))
+    def independent(right_a, right_b, total):  # Newcombe's hybrid score interval for two independent samples
+        (low_a, high_a), (low_b, high_b) = wilson_interval(right_a, total), wilson_interval(right_b, total)
+        p_a, p_b = right_a / total, right_b / total
+        return (p_a - p_b - math.hypot(p_a - low_a, high_b - p_b), p_a - p_b + math.hypot(high_a - p_a, p_b - low_b))
+
+    # Two defences on the same 100 images, mostly right on the same ones: A 60%, B 50%.
+    rng, covered, paired_width, independent_width = random.Random(0), 0, 0.0, 0.0
+    for _ in range(2000):
+        counts = [0, 0, 0, 0]  # both, only A, only B, neither
+        for _ in range(100):
+            draw = rng.random()
+            counts[0 if draw < 0.45 else 1 if draw < 0.60 else 2 if draw < 0.65 else 3] += 1
+        low, high = paired_difference_interval(*counts)
+        covered += low <= 0.1 <= high
+        paired_width += high - low
+        low, high = independent(counts[0] + counts[1], counts[0] + counts[2], 100)
+        independent_width += high - low
+    assert covered / 2000 >= 0.93
+    assert paired_width < 0.8 * independent_width
+    low, high = paired_difference_interval(50, 0, 0, 50)  # the same outcome on every image
+    assert low == pytest.approx(-high) and 0 < high < 0.03
+    low, high = paired_difference_interval(50, 3, 1, 46)  # 53% against 51%: not told apart
     assert low < 0 < high
+    assert all(math.isnan(bound) for bound in paired_difference_interval(0, 0, 0, 0))  # no images
 
 
 def test_report_compares_two_runs_side_by_side(data_dir, tmp_path):

@@ -4,29 +4,60 @@ with both figures, the difference and its interval."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..attacks import ATTACKS
-from .cells import Cell, cells, defence_labels, params_text, percent
+from .cells import Cell, cells, defence_labels, params_text, percent, scored_rows
+from .intervals import paired_difference_interval
 from .run_folder import Run, read_run
+from .store import ResultRow
 from .summary import run_protocol
 
+Key = tuple[str, str, str]
+"""What matches a cell across two runs: (model, or "" when the runs evaluated different models; the defence's
+digest; the experiment's digest)."""
 
-def difference_interval(a: Cell, b: Cell) -> tuple[float, float]:
-    """95% interval of ``a.accuracy - b.accuracy`` (Newcombe's hybrid score method, from the Wilson intervals).
 
-    Treats the two cells as independent samples, which is right for two
-    classifiers and conservative for two runs on the same images.
-    """
-    delta = a.accuracy - b.accuracy
-    low = delta - math.sqrt((a.accuracy - a.ci_low) ** 2 + (b.ci_high - b.accuracy) ** 2)
-    high = delta + math.sqrt((a.ci_high - a.accuracy) ** 2 + (b.accuracy - b.ci_low) ** 2)
-    return low, high
+@dataclass(frozen=True)
+class PairedDifference:
+    """A - B on the images both runs scored, with its paired 95% interval (Newcombe's method 10)."""
+
+    images: int
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def differs(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> PairedDifference:
+    """A - B from each image's outcome (right or not) in two cells, over the images both scored."""
+    common = a.keys() & b.keys()
+    both = sum(a[i] and b[i] for i in common)
+    only_a = sum(a[i] and not b[i] for i in common)
+    only_b = sum(b[i] and not a[i] for i in common)
+    low, high = paired_difference_interval(both, only_a, only_b, len(common) - both - only_a - only_b)
+    return PairedDifference(len(common), (only_a - only_b) / len(common) if common else math.nan, low, high)
+
+
+def outcomes(rows: list[ResultRow], protocol: str, with_model: bool) -> dict[Key, dict[str, bool]]:
+    """Each cell's scored images and whether the defended model got each right (its first draw)."""
+    found: dict[Key, dict[str, bool]] = defaultdict(dict)
+    for row in scored_rows(rows, protocol):
+        if row.error is None:
+            key = (row.model if with_model else "", row.defence_hash, row.experiment)
+            found[key][row.image] = row.pred_defended_adv == row.label
+    return found
 
 
 def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
-    """The experiments both runs hold, one row each: A's and B's top-1, A - B with its 95% interval (Newcombe),
-    and whether that interval excludes 0; then what only one of them holds.
+    """The experiments both runs hold, one row each: A's and B's top-1, A - B with its paired 95% interval
+    (image by image, :func:`paired_difference`), and whether that interval excludes 0; then what only one of
+    them holds.
 
     Cells are matched by identity: the defence's digest and the experiment's
     (attack, parameters, budget, threat, approximation); by the model too
@@ -42,29 +73,34 @@ def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
     same_models = {c.model for c in tables[0]} == {c.model for c in tables[1]}
     show_model = same_models and len({c.model for c in tables[0]}) > 1
 
-    def key(cell: Cell) -> tuple[str, str, str]:
+    def key(cell: Cell) -> Key:
         return (cell.model if same_models else "", cell.defence_hash, cell.experiment)
 
     found = [{key(c): c for c in table} for table in tables]
+    scored = [outcomes([row for row in run.rows if row.image in common], run_protocol(run), same_models)
+              for run in runs]
     labels = defence_labels(tables[0] + tables[1])
     lines = ["# Comparison", "", f"A = `{run_dir}` ({describe_run(runs[0])}); B = `{other_dir}` "
              f"({describe_run(runs[1])}).", "",
              "Top-1 accuracy of each experiment both runs hold (matched by the defence's and the experiment's "
              "identity), on the images both hold"
              + (f" ({len(common)}; A holds {len(held[0])}, B {len(held[1])})" if held[0] != held[1] else "")
-             + "; **yes** where the 95% interval of A - B (Newcombe) excludes 0.", "",
+             + "; **yes** where the 95% interval of A - B excludes 0 (Newcombe's paired interval, image by "
+             "image: the runs share their images, so the interval is narrower than two independent samples'.)", "",
              "| defence | threat | attack | parameters | eps | A | B | A - B (95% interval) | differs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, a in found[0].items():
         b = found[1].get(name)
         if b is None:
             continue
-        low, high = difference_interval(a, b)
+        paired = paired_difference(scored[0][name], scored[1][name])
+        on = "" if paired.images == a.images == b.images else f" on {paired.images} scored by both"
         lines.append(f"| {labels[(a.defence, a.defence_hash)]}{_model(a, show_model)} | {a.threat_label} "
                      f"| {_attack(a)} | {params_text(a.attack_params)} | {a.eps_label} "
                      f"| {percent(a.accuracy)} (n={a.images}) "
-                     f"| {percent(b.accuracy)} (n={b.images}) | {100 * (a.accuracy - b.accuracy):+.1f} "
-                     f"({100 * low:+.1f} to {100 * high:+.1f}) | {'**yes**' if low > 0 or high < 0 else 'no'} |")
+                     f"| {percent(b.accuracy)} (n={b.images}) | {100 * paired.difference:+.1f} "
+                     f"({100 * paired.low:+.1f} to {100 * paired.high:+.1f}){on} "
+                     f"| {'**yes**' if paired.differs else 'no'} |")
     for side, own, other in (("A", found[0], found[1]), ("B", found[1], found[0])):
         alone = [c for name, c in own.items() if name not in other]
         if alone:
