@@ -14,7 +14,7 @@ from ..attacks import ATTACKS
 from ..defences.registry import DEFENCES
 from .intervals import wilson_interval
 from .plan import threat_label
-from .store import ResultRow
+from .store import CellKey, ResultRow
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,10 @@ class Cell:
     def threat_label(self) -> str:
         return threat_label(self.threat, self.approximation, self.source)
 
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.model, self.defence_hash, self.experiment)
+
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
@@ -107,13 +111,11 @@ def scored_rows(rows: list[ResultRow], protocol: str = "all") -> list[ResultRow]
 
 def cells(rows: list[ResultRow], protocol: str = "all") -> list[Cell]:
     """Aggregate rows into one :class:`Cell` per model, defence and experiment (see :func:`scored_rows`)."""
-    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
+    groups: dict[CellKey, list[ResultRow]] = defaultdict(list)
     for row in rows:
-        key = (row.model, row.defence, row.defence_hash, row.experiment, row.purpose, row.attack,
-               row.attack_params, row.eps, row.eps_label, row.threat, row.approximation)
-        groups[key].append(row)
+        groups[row.key].append(row)
     found = []
-    for key, everything in groups.items():
+    for everything in groups.values():
         members = scored_rows(everything, protocol)
         if not members:
             continue
@@ -125,8 +127,11 @@ def cells(rows: list[ResultRow], protocol: str = "all") -> list[Cell]:
         def mean_or_nan(values: list[float]) -> float:
             return statistics.fmean(values) if values else math.nan
 
+        first = everything[0]
         found.append(Cell(
-            *key, total, len(members) - total, correct, correct / total if total else math.nan, low, high,
+            first.model, first.defence, first.defence_hash, first.experiment, first.purpose, first.attack,
+            first.attack_params, first.eps, first.eps_label, first.threat, first.approximation,
+            total, len(members) - total, correct, correct / total if total else math.nan, low, high,
             mean_or_nan([r.pred_adv == r.label for r in scored]),
             statistics.median(r.l2 for r in scored) if scored else math.nan,
             statistics.median(r.linf for r in scored) if scored else math.nan,

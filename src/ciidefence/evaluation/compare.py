@@ -3,6 +3,7 @@ with both figures, the difference and its interval."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,12 +13,8 @@ from ..attacks import ATTACKS
 from .cells import Cell, cells, defence_labels, params_text, percent, scored_rows
 from .intervals import paired_difference_interval
 from .run_folder import Run, read_run
-from .store import ResultRow
+from .store import CellKey, ResultRow
 from .summary import run_protocol
-
-Key = tuple[str, str, str]
-"""What matches a cell across two runs: (model, or "" when the runs evaluated different models; the defence's
-digest; the experiment's digest)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +41,18 @@ def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> PairedDifferenc
     return PairedDifference(len(common), (only_a - only_b) / len(common) if common else math.nan, low, high)
 
 
-def outcomes(rows: list[ResultRow], protocol: str, with_model: bool) -> dict[Key, dict[str, bool]]:
+def matching(key: CellKey, with_model: bool) -> CellKey:
+    """What matches a cell across two runs: its key, without the model when the runs evaluated different ones
+    (to compare two classifiers on the same experiments)."""
+    return key if with_model else dataclasses.replace(key, model="")
+
+
+def outcomes(rows: list[ResultRow], protocol: str, with_model: bool) -> dict[CellKey, dict[str, bool]]:
     """Each cell's scored images and whether the defended model got each right (its first draw)."""
-    found: dict[Key, dict[str, bool]] = defaultdict(dict)
+    found: dict[CellKey, dict[str, bool]] = defaultdict(dict)
     for row in scored_rows(rows, protocol):
         if row.error is None:
-            key = (row.model if with_model else "", row.defence_hash, row.experiment)
-            found[key][row.image] = row.pred_defended_adv == row.label
+            found[matching(row.key, with_model)][row.image] = row.correct
     return found
 
 
@@ -73,10 +75,7 @@ def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
     same_models = {c.model for c in tables[0]} == {c.model for c in tables[1]}
     show_model = same_models and len({c.model for c in tables[0]}) > 1
 
-    def key(cell: Cell) -> Key:
-        return (cell.model if same_models else "", cell.defence_hash, cell.experiment)
-
-    found = [{key(c): c for c in table} for table in tables]
+    found = [{matching(c.key, same_models): c for c in table} for table in tables]
     scored = [outcomes([row for row in run.rows if row.image in common], run_protocol(run), same_models)
               for run in runs]
     labels = defence_labels(tables[0] + tables[1])

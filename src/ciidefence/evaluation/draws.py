@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .intervals import wilson_interval
 from .plan import threat_label
-from .store import ResultRow
+from .store import CellKey, ResultRow
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,15 @@ class DrawsCell:
 
 def draws_cells(rows: list[ResultRow]) -> list[DrawsCell]:
     """The cells of every (model, defence, experiment) whose rows were scored more than once, in row order."""
-    groups: dict[tuple[str, str, str, int], list[ResultRow]] = {}
+    groups: dict[tuple[CellKey, int], list[ResultRow]] = {}
     for row in rows:
         if row.error is None and row.draws > 1 and row.draws_correct is not None:
-            groups.setdefault((row.model, row.defence_hash, row.experiment, row.draws), []).append(row)
+            groups.setdefault((row.key, row.draws), []).append(row)
     found = []
-    for (model, defence_hash, experiment, draws), members in groups.items():
+    for (key, draws), members in groups.items():
         first = members[0]
-        found.append(DrawsCell(model, first.defence, defence_hash, experiment, first.attack, first.eps_label,
+        found.append(DrawsCell(key.model, first.defence, key.defence_hash, key.experiment, first.attack,
+                               first.eps_label,
                                threat_label(first.threat, first.approximation, first.source), first.purpose, draws,
                                len(members), sum(row.correct for row in members),
                                sum(row.draws_correct == row.draws for row in members),

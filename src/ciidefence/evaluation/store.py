@@ -111,6 +111,21 @@ NO_PREDICTION = -1
 
 
 @dataclass(frozen=True)
+class CellKey:
+    """What a result is about: the classifier, the defence (its digest: parameters, weights and source) and
+    the experiment (its digest: attack, parameters, budget, threat, approximation, EOT, source model).
+
+    Every report groups rows and matches cells across runs by this value;
+    the names beside it (defence, attack, eps label, ...) describe it and are
+    never part of it.
+    """
+
+    model: str
+    defence_hash: str
+    experiment: str
+
+
+@dataclass(frozen=True)
 class ResultRow:
     """One image's outcome under one experiment, scored by one defence.
 
@@ -166,6 +181,10 @@ class ResultRow:
     draws: int = 1
     draws_correct: int | None = None
     vote: int | None = None
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.model, self.defence_hash, self.experiment)
 
     @property
     def correct(self) -> bool:
