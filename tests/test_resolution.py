@@ -114,3 +114,24 @@ def test_full_then_view_attacks_the_image_and_defends_its_view(runs, three_image
     with pytest.raises(cii.ConfigError, match="full-then-view takes gray-box and transfer threats"):
         cii.evaluate(data=three_images, out=three_images.parent / "bpda", resolution="full-then-view",
                      threat=["bpda"])
+
+
+def test_the_dry_run_at_full_resolution_costs_defences_by_each_image_s_pixels(tmp_path):
+    """The parts are timed on the first image's size; a run of larger images is costed larger, not as if every
+    image were the first's size."""
+    shutil.copy(BUNDLED_SAMPLE / FIRST[0], tmp_path / FIRST[0])  # 500 x 375
+    Image.open(BUNDLED_SAMPLE / FIRST[0]).resize((1000, 750)).save(tmp_path / "z_large_tench.JPEG")
+    tench = next(line for line in (BUNDLED_SAMPLE / "labels.csv").read_text().splitlines()
+                 if line.startswith(FIRST[0]))
+    (tmp_path / "labels.csv").write_text("file,class_index,wnid,class_name\n" + tench + "\n"
+                                         + tench.replace(FIRST[0], "z_large_tench.JPEG") + "\n")
+    printed = {}
+    for resolution in ("full", "view"):
+        result = subprocess.run([sys.executable, "-m", "ciidefence.cli.main", "evaluate", "--data", str(tmp_path),
+                                 "--out", str(tmp_path / resolution), "--defences", "none,jpeg", "--attacks", "fgsm",
+                                 "--eps", "4/255", "--no-sanity", "--resolution", resolution, "--dry-run"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        printed[resolution] = result.stdout
+    assert "multiplied by 2.50, the run's mean pixels per image" in printed["full"]  # (1 + 4) / 2
+    assert "multiplied by" not in printed["view"]

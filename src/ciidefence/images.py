@@ -95,6 +95,15 @@ def load_image(
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def pixel_count(path: str | os.PathLike) -> int | None:
+    """Width times height from the image file's header (nothing decoded); None if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.size[0] * image.size[1]
+    except Exception:  # a header Pillow cannot read: the run records that image's error itself
+        return None
+
+
 def _decode(path: Path, max_pixels: int, view_side: int) -> np.ndarray:
     """Check the header's size against the limits, then decode to a float32 ``(H, W, 3)`` array."""
     image = Image.open(path)

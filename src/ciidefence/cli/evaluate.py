@@ -216,7 +216,9 @@ def _dry_run(evaluation, cluster=None, written=None) -> None:
     click.echo(f"plan: {found.images} images, model {evaluation.classifier.name}; measured "
                f"{1000 * parts.gradient:.0f} ms per gradient and {1000 * parts.prediction:.0f} ms per prediction per "
                f"image, and per image for each defence: "
-               + ", ".join(f"{key} {1000 * parts.defences[d.digest]:.0f} ms" for key, d in evaluation.defences.items()))
+               + ", ".join(f"{key} {1000 * parts.defences[d.digest]:.0f} ms" for key, d in evaluation.defences.items())
+               + (f"; the defences' times multiplied by {found.defence_scale:.2f}, the run's mean pixels per image "
+                  f"over the measured images'" if found.defence_scale != 1.0 else ""))
     for cost in found.experiments:
         click.echo(f"  {cost.experiment.describe():48s} {cost.experiment.purpose:6s} ~{cost.gradients:5.0f} "
                    f"gradients/img  ~{duration(cost.seconds):>8s}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..attacks import attack_spec
+from ..images import pixel_count
 from .plan import Experiment
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class PartCosts:
     prediction: float
     defences: dict[str, float]
     """Each defence's forward pass, by digest (the undefended one costs 0)."""
+    pixels: int
+    """The pixels of each image they were measured on."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class Estimate:
     parts: PartCosts
     experiments: list[ExperimentCost]
     resumed: bool
+    defence_scale: float = 1.0
+    """What the defences' measured cost was multiplied by: at ``resolution="full"`` the run's mean pixels per
+    image over those of the measured images (defences cost in proportion to pixels; the classifier, behind
+    its resize, does not), else 1."""
 
     @property
     def from_parts(self) -> float:
@@ -75,7 +82,8 @@ def _seconds_per_image(function: Callable[[], object], images: int) -> float:
 
 
 def measure_parts(evaluation: Evaluation) -> PartCosts:
-    """Time a gradient, a prediction and each defence on the run's first readable images of one size."""
+    """Time a gradient, a prediction and each defence on the run's first readable images of one size (see
+    :func:`defence_scale` for the others)."""
     inputs = [image for image in map(evaluation.inputs.get, evaluation.batches()[0])
               if isinstance(image, torch.Tensor)]
     if not inputs:
@@ -95,7 +103,17 @@ def measure_parts(evaluation: Evaluation) -> PartCosts:
                                                    len(images))
                 for defence in evaluation.defences.values()}
     defences[evaluation.undefended.digest] = 0.0
-    return PartCosts(_seconds_per_image(gradient, len(images)), _seconds_per_image(prediction, len(images)), defences)
+    return PartCosts(_seconds_per_image(gradient, len(images)), _seconds_per_image(prediction, len(images)), defences,
+                     images.shape[-2] * images.shape[-1])
+
+
+def defence_scale(evaluation: Evaluation, parts: PartCosts) -> float:
+    """The run's mean pixels per image over the measured ones' where the defences see each image at its own
+    size (``resolution="full"``; read from the files' headers), else 1."""
+    if evaluation.config.resolution != "full":
+        return 1.0
+    counts = [count for count in (pixel_count(item.path) for item in evaluation.images) if count]
+    return sum(counts) / len(counts) / parts.pixels if counts else 1.0
 
 
 def experiment_gradients(experiment: Experiment) -> float:
@@ -116,6 +134,7 @@ def estimate(evaluation: Evaluation, written: ResultStore | None = None) -> Esti
             left[experiment.digest] += len(batch)
         measured = written.seconds_per_image(evaluation.classifier.name)
     parts = measure_parts(evaluation)
+    scale = defence_scale(evaluation, parts)
     images = len(evaluation.images)
     draws = evaluation.config.eval_draws
     costs = []
@@ -123,18 +142,18 @@ def estimate(evaluation: Evaluation, written: ResultStore | None = None) -> Esti
         gradients = experiment_gradients(experiment)
         per_gradient = parts.gradient
         if experiment.approximation:  # BPDA: the defence runs forward at every gradient
-            per_gradient += parts.defences[evaluation.defences[str(experiment.target)].digest]
+            per_gradient += scale * parts.defences[evaluation.defences[str(experiment.target)].digest]
         # the adversarial images' prediction, then each defence (each of its draws) and the prediction on it
         scoring = parts.prediction + sum(
-            (parts.defences[d.digest] + (0.0 if d.identity else parts.prediction)) * (draws if d.randomised else 1)
-            for d in evaluation.scored_defences(experiment))
+            (scale * parts.defences[d.digest] + (0.0 if d.identity else parts.prediction))
+            * (draws if d.randomised else 1) for d in evaluation.scored_defences(experiment))
         todo = images if left is None else left[experiment.digest]
         if experiment.digest in measured:
             costs.append(ExperimentCost(experiment, gradients, todo, todo * measured[experiment.digest], True))
         else:
             costs.append(ExperimentCost(experiment, gradients, todo, todo * (gradients * per_gradient + scoring),
                                         False))
-    return Estimate(images, parts, costs, written is not None)
+    return Estimate(images, parts, costs, written is not None, scale)
 
 
 @dataclass(frozen=True)
