@@ -218,3 +218,21 @@ def test_classify_smoothed_abstains_where_the_votes_split_from_the_command_line(
     assert 0.3 < split["probability"] < 0.7
     assert (bright["class"], bright["name"], bright["probability"]) == (0, "bright", 1.0)
     assert bright["radius"] == pytest.approx(0.25 * norm.ppf(0.001 ** (1 / 200)), rel=1e-5)
+
+
+def test_the_report_compares_each_front_with_the_bare_classifier_image_by_image():
+    from ciidefence.evaluation.certificates import CertificateRow
+    from ciidefence.evaluation.certify_report import comparison_lines
+
+    def row(image, front, right):
+        return CertificateRow(image, 1, "m", f"s-{front}", 0.25, front, "{}", front, 100, 1000, 0.001, 1, 990, 0.98,
+                              0.3 if right else 0.0, 1 if right else -1, int(right), 1.0)
+
+    rows = [row(f"{i}.png", "learned", i < 16) for i in range(20)] + [row(f"{i}.png", "none", i < 4)
+                                                                       for i in range(20)]
+    table = comparison_lines(rows)
+    line = next(text for text in table if text.startswith("| 0.25 | learned | 20 |"))
+    cells = [cell.strip() for cell in line.split("|")[4:-1]]
+    assert cells[0].startswith("+60.0 (") and cells[0].endswith("**")  # 16 against 4 at r = 0 and 0.25
+    assert cells[2].startswith("+0.0 (") and not cells[2].endswith("**")  # nobody certified at r = 0.5
+    assert comparison_lines([r for r in rows if r.front == "learned"]) == []  # no bare classifier to compare with
