@@ -92,7 +92,7 @@ def compare_markdown(run_dir: str | Path, other_dir: str | Path) -> str:
         b = found[1].get(name)
         if b is None:
             continue
-        paired = paired_difference(scored[0][name], scored[1][name])
+        paired = paired_difference(scored[0].get(name, {}), scored[1].get(name, {}))
         on = "" if paired.images == a.images == b.images else f" on {paired.images} scored by both"
         lines.append(f"| {labels[(a.defence, a.defence_hash)]}{_model(a, show_model)} | {a.threat_label} "
                      f"| {_attack(a)} | {params_text(a.attack_params)} | {a.eps_label} "
