@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .certificates import CertificateRow, CheckRow
-from .intervals import paired_difference_interval, wilson_interval
+from .intervals import paired_difference, wilson_interval
 from .store import NO_PREDICTION, ResultStore
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -44,6 +44,11 @@ class SettingSummary:
     correct: tuple[bool, ...]
 
 
+def certified_right(row: CertificateRow, radius: float) -> bool:
+    """Whether the smoothed prediction is the image's label, certified at ``radius`` or more."""
+    return bool(row.correct) and row.radius >= radius
+
+
 def summarise(rows: list[CertificateRow]) -> list[SettingSummary]:
     """One summary per setting, in the order the settings were first written."""
     by_setting: dict[str, list[CertificateRow]] = {}
@@ -55,7 +60,7 @@ def summarise(rows: list[CertificateRow]) -> list[SettingSummary]:
         count = len(scored)
         certified = {}
         for radius in RADII:
-            right = sum(bool(r.correct) and r.radius >= radius for r in scored)
+            right = sum(certified_right(r, radius) for r in scored)
             low, high = wilson_interval(right, count) if count else (0.0, 0.0)
             certified[radius] = (right / count if count else 0.0, low, high)
         first = members[0]
@@ -72,6 +77,11 @@ def _percent(value: tuple[float, float, float]) -> str:
     return f"{100 * share:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
 
 
+def _certified_at(rows: dict[str, CertificateRow], radius: float) -> dict[str, bool]:
+    """Each image: whether it counts as certified right at ``radius`` (:func:`certified_right`)."""
+    return {image: certified_right(row, radius) for image, row in rows.items()}
+
+
 def comparison_lines(rows: list[CertificateRow]) -> list[str]:
     """Each front against the bare classifier (front ``none``) at the same σ, image by image: the difference of
     their certified top-1 at each radius with its paired 95% interval (every front sees the same noise draws)."""
@@ -84,20 +94,13 @@ def comparison_lines(rows: list[CertificateRow]) -> list[str]:
         bare = outcomes.get((sigma, "none"))
         if front == "none" or not bare:
             continue
-        common = mine.keys() & bare.keys()
-        cells = []
+        cells, images = [], 0
         for radius in RADII:
-            def right(row: CertificateRow, at: float = radius) -> bool:
-                return bool(row.correct) and row.radius >= at
-
-            both = sum(right(mine[i]) and right(bare[i]) for i in common)
-            only_front = sum(right(mine[i]) and not right(bare[i]) for i in common)
-            only_bare = sum(right(bare[i]) and not right(mine[i]) for i in common)
-            low, high = paired_difference_interval(both, only_front, only_bare,
-                                                   len(common) - both - only_front - only_bare)
-            cells.append(f"{100 * (only_front - only_bare) / len(common):+.1f} ({100 * low:+.1f} to "
-                         f"{100 * high:+.1f})" + ("" if low <= 0 <= high else " **"))
-        lines.append(f"| {sigma:g} | {front} | {len(common)} | " + " | ".join(cells) + " |")
+            paired = paired_difference(_certified_at(mine, radius), _certified_at(bare, radius))
+            images = paired.images
+            cells.append(f"{100 * paired.difference:+.1f} ({100 * paired.low:+.1f} to {100 * paired.high:+.1f})"
+                         + (" **" if paired.differs else ""))
+        lines.append(f"| {sigma:g} | {front} | {images} | " + " | ".join(cells) + " |")
     if not lines:
         return []
     return ["## Each front against the bare classifier", "",

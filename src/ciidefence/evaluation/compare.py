@@ -4,41 +4,15 @@ with both figures, the difference and its interval."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..attacks import ATTACKS
 from .cells import Cell, cells, defence_labels, params_text, percent, scored_rows
-from .intervals import paired_difference_interval
+from .intervals import paired_difference
 from .run_folder import Run, read_run
 from .store import CellKey, ResultRow
 from .summary import run_protocol
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """A - B on the images both runs scored, with its paired 95% interval (Newcombe's method 10)."""
-
-    images: int
-    difference: float
-    low: float
-    high: float
-
-    @property
-    def differs(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-
-def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> PairedDifference:
-    """A - B from each image's outcome (right or not) in two cells, over the images both scored."""
-    common = a.keys() & b.keys()
-    both = sum(a[i] and b[i] for i in common)
-    only_a = sum(a[i] and not b[i] for i in common)
-    only_b = sum(b[i] and not a[i] for i in common)
-    low, high = paired_difference_interval(both, only_a, only_b, len(common) - both - only_a - only_b)
-    return PairedDifference(len(common), (only_a - only_b) / len(common) if common else math.nan, low, high)
 
 
 def matching(key: CellKey, with_model: bool) -> CellKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -47,3 +48,28 @@ def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int
     below = math.sqrt(max(0.0, (p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2))
     above = math.sqrt(max(0.0, (high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2))
     return (max(-1.0, p_a - p_b - below), min(1.0, p_a - p_b + above))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A - B on the images both A and B scored (two runs, two defences, two fronts), with its paired 95% interval
+    (Newcombe's method 10)."""
+
+    images: int
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def differs(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> PairedDifference:
+    """A - B from each image's outcome (right or not) under A and under B, over the images both scored."""
+    common = a.keys() & b.keys()
+    both = sum(a[i] and b[i] for i in common)
+    only_a = sum(a[i] and not b[i] for i in common)
+    only_b = sum(b[i] and not a[i] for i in common)
+    low, high = paired_difference_interval(both, only_a, only_b, len(common) - both - only_a - only_b)
+    return PairedDifference(len(common), (only_a - only_b) / len(common) if common else math.nan, low, high)
