@@ -222,3 +222,17 @@ def test_the_training_command_refuses_an_architecture_beside_init_from(tmp_path)
                              "--out", str(tmp_path / "d.safetensors"), "--init-from", str(start), "--width", "8"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().endswith("drop --width and --levels")
+
+
+@pytest.mark.parametrize("stability_from", [1, 0], ids=["mse", "stability"])
+def test_pixels_pushed_out_of_range_still_pull_the_denoiser_back(classifier, tmp_path, stability_from):
+    # Trained through the clamp, a denoiser whose output left [0, 1] got no gradient and sat at the noisy PSNR.
+    config = DenoiserTrainingConfig(steps=1, stability_from=stability_from, batch_size=2, crop=32,
+                                    stability_batch_size=2, validation_images=2)
+    trainer = DenoiserTrainer(TRAINING, tmp_path / "d.safetensors", DenoiserConfig(width=8), config,
+                              torch.device("cpu"), classifier)
+    with torch.no_grad():
+        trainer.model.out.bias.fill_(2.0)  # every output pixel far above 1
+    trainer.step()
+    assert (trainer.model.out.bias < 2.0).all()
+    assert trainer.model(torch.full((1, 3, 16, 16), 0.5), 0.25).eq(1).all()  # what it gives is still clamped

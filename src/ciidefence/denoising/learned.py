@@ -75,6 +75,15 @@ class GaussianDenoiser(nn.Module):
         self.to(memory_format=torch.channels_last)  # oneDNN's convolutions run a third faster so on a CPU
 
     def forward(self, images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        return self.estimate(images, sigma).clamp(0, 1)
+
+    def estimate(self, images: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """The clean estimate before it is clamped to [0, 1]: what training's MSE reads.
+
+        Clamped, a pixel pushed out of range gives no gradient, and the
+        network sat for hundreds of steps at the noisy image's PSNR
+        (docs/JOURNAL.md, issue 41); unclamped, the error still pulls it back.
+        """
         height, width = images.shape[-2:]
         multiple = 2 ** (self.config.levels + 1)
         padded = F.pad(images, (0, -width % multiple, 0, -height % multiple), mode="replicate")
@@ -89,7 +98,7 @@ class GaussianDenoiser(nn.Module):
             features = F.interpolate(reduce(features), size=skip.shape[-2:], mode="nearest")
             features = up(torch.cat([features, skip], 1))
         residual = F.pixel_shuffle(self.out(features), 2)
-        return (padded + residual)[..., :height, :width].clamp(0, 1)
+        return (padded + residual)[..., :height, :width]
 
 
 class DenoiserFront(nn.Module):

@@ -1,8 +1,9 @@
 """Training the Gaussian denoiser of denoised smoothing (Salman et al., NeurIPS 2020).
 
 Two phases, as in the paper: first the mean squared error between the
-denoised noisy crop and the clean one (``steps`` before ``stability_from``),
-then the stability objective through the frozen classifier: the
+denoised noisy crop (before it is clamped to [0, 1]: see
+:meth:`~ciidefence.denoising.learned.GaussianDenoiser.estimate`) and the
+clean one (``steps`` before ``stability_from``), then the stability objective through the frozen classifier: the
 cross-entropy between the classifier's logits on the denoised noisy image
 and its own prediction on the clean image (no labels needed), at the
 classifier's input size. Our addition: the stability phase keeps the MSE as
@@ -163,15 +164,15 @@ class DenoiserTrainer(Trainer):
             clean = clean.to(self.device)
             with torch.no_grad():
                 target = self.classifier(clean).argmax(1)
-            denoised = self.model(noisy, sigmas)
-            loss = F.cross_entropy(self.classifier(denoised), target)
+            estimate = self.model.estimate(noisy, sigmas)
+            loss = F.cross_entropy(self.classifier(estimate.clamp(0, 1)), target)
             if config.stability_mse_weight:
-                loss = loss + config.stability_mse_weight * F.mse_loss(denoised, clean)
+                loss = loss + config.stability_mse_weight * F.mse_loss(estimate, clean)
             name = "stability"
         else:
             clean = random_crops(self.train_images, config.crop, config.batch_size, self.rng)
             noisy, sigmas = self._noisy(clean)
-            loss = F.mse_loss(self.model(noisy, sigmas), clean.to(self.device))
+            loss = F.mse_loss(self.model.estimate(noisy, sigmas), clean.to(self.device))
             name = "mse"
         self.optimiser.zero_grad()
         loss.backward()
