@@ -3,14 +3,15 @@
 Two phases, as in the paper: first the mean squared error between the
 denoised noisy crop (before it is clamped to [0, 1]: see
 :meth:`~ciidefence.denoising.learned.GaussianDenoiser.estimate`) and the
-clean one (``steps`` before ``stability_from``), then the stability objective through the frozen classifier: the
-cross-entropy between the classifier's logits on the denoised noisy image
-and its own prediction on the clean image (no labels needed), at the
-classifier's input size. Our addition: the stability phase keeps the MSE as
-an anchor (``stability_mse_weight`` times it), because on its own the
-objective drifted here to a denoiser of 13 dB PSNR whose agreement at
-σ = 0.12 and 0.25 fell below the bare noisy image's. Each image of a batch gets a noise level drawn from
-``sigmas``; the denoiser is told it (an input channel).
+clean one (``steps`` before ``stability_from``), then the stability
+objective through the frozen classifier: the cross-entropy between the
+classifier's logits on the denoised noisy image and its own prediction on
+the clean image (no labels needed), at the classifier's input size. Our
+addition: the stability phase keeps the MSE as an anchor
+(``stability_mse_weight`` times it), because on its own the objective
+drifted here to a denoiser of 13 dB PSNR whose agreement at σ = 0.12 and
+0.25 fell below the bare noisy image's. Each image of a batch gets a noise
+level drawn from ``sigmas``; the denoiser is told it (an input channel).
 
 Validation, on fixed crops of held-back images with fixed noise at each σ:
 the PSNR of the denoised image, and how often the classifier's prediction on
